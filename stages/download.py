@@ -1,0 +1,20 @@
+"""Stage download: fetch and verify MNIST into data/mnist (see vae/data.py for sources)."""
+import sys
+
+from vae import paths
+from vae.config import load_params
+from vae.data import DataError, download
+
+
+def main() -> None:
+    params = load_params()
+    try:
+        manifest = download(paths.DATA, params["data"])
+    except DataError as e:
+        sys.exit(f"download: {e}")
+    for rec in manifest["files"].values():
+        print(f"{rec['file']}: {rec['examples']} examples from {rec['source']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""VAE architecture study on MNIST: models, objective, data, training, evaluation, plots, report."""

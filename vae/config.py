@@ -1,0 +1,172 @@
+"""Load and validate params.yaml.
+
+ruamel.yaml reads YAML 1.2 (PyYAML would read `1e-3` as a string), and every
+check names the dotted key it failed on, so a typo in `dvc exp run -S` fails
+before any work starts instead of an hour into training.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from vae.models import FAMILIES
+
+DATASETS = ("mnist",)
+DEVICES = ("cpu", "cuda", "mps", "auto")
+OPTIMIZERS = ("adam",)
+BEST = ("min", "max")
+
+
+class ParamsError(ValueError):
+    """A param is missing, mistyped or out of range; the message names the key."""
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: not found; run the stages from the project root")
+    with path.open() as f:
+        params = YAML(typ="safe", pure=True).load(f)
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
+    validate(params)
+    return params
+
+
+def run_name(family: str, z: int) -> str:
+    """The name shared by a run's DVC stages and its files: `conv-2`."""
+    return f"{family}-{z}"
+
+
+def runs(params: dict) -> list[tuple[str, int]]:
+    return [(f, z) for f in params["families"] for z in params["latent_dims"]]
+
+
+# --- validation -------------------------------------------------------------
+
+def _section(params: dict, key: str, allowed: tuple[str, ...]) -> dict:
+    if key not in params:
+        raise ParamsError(f"params.yaml: missing section '{key}'")
+    sec = params[key]
+    if not isinstance(sec, dict):
+        raise ParamsError(f"params.yaml: '{key}' must be a mapping, got {sec!r}")
+    for k in sec:
+        if k not in allowed:
+            hint = difflib.get_close_matches(str(k), allowed, n=1)
+            did = f" (did you mean '{key}.{hint[0]}'?)" if hint else ""
+            raise ParamsError(
+                f"params.yaml: unknown key '{key}.{k}'{did}; allowed: {', '.join(allowed)}")
+    for k in allowed:
+        if k not in sec:
+            raise ParamsError(f"params.yaml: missing key '{key}.{k}'")
+    return sec
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int(sec: dict, key: str, name: str, lo: int = 1, optional: bool = False):
+    v = sec[key]
+    if optional and v is None:
+        return
+    if not _is_int(v) or v < lo:
+        extra = " or null" if optional else ""
+        raise ParamsError(f"params.yaml: '{name}' must be an integer >= {lo}{extra}, got {v!r}")
+
+
+def _float(sec: dict, key: str, name: str, lo: float = 0.0, strict: bool = True):
+    v = sec[key]
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not ok or (v <= lo if strict else v < lo):
+        op = ">" if strict else ">="
+        raise ParamsError(f"params.yaml: '{name}' must be a number {op} {lo}, got {v!r}")
+
+
+def _choice(sec: dict, key: str, name: str, allowed):
+    v = sec[key]
+    if v not in allowed:
+        raise ParamsError(f"params.yaml: '{name}' is {v!r}; allowed: {', '.join(map(str, allowed))}")
+
+
+def _int_list(v, name: str, lo: int = 1):
+    if not isinstance(v, list) or not v or not all(_is_int(i) and i >= lo for i in v):
+        raise ParamsError(f"params.yaml: '{name}' must be a non-empty list of integers >= {lo}, got {v!r}")
+
+
+def validate(params: dict) -> None:
+    data = _section(params, "data", ("dataset", "mirrors", "local_mirror", "retries",
+                                     "timeout_s", "train_subset"))
+    _choice(data, "dataset", "data.dataset", DATASETS)
+    mirrors = data["mirrors"]
+    if not isinstance(mirrors, list) or not all(isinstance(m, str) and m for m in mirrors):
+        raise ParamsError(f"params.yaml: 'data.mirrors' must be a list of URLs, got {mirrors!r}")
+    if data["local_mirror"] is not None and not isinstance(data["local_mirror"], str):
+        raise ParamsError("params.yaml: 'data.local_mirror' must be a directory, a file:// URL "
+                          f"or null, got {data['local_mirror']!r}")
+    _int(data, "retries", "data.retries")
+    _float(data, "timeout_s", "data.timeout_s")
+    _int(data, "train_subset", "data.train_subset", optional=True)
+
+    for key in ("families", "latent_dims"):
+        if key not in params:
+            raise ParamsError(f"params.yaml: missing key '{key}'")
+    fams = params["families"]
+    if not isinstance(fams, list) or not fams:
+        raise ParamsError(f"params.yaml: 'families' must be a non-empty list, got {fams!r}")
+    for f in fams:
+        if f not in FAMILIES:
+            raise ParamsError(f"params.yaml: 'families' has unknown family {f!r}; "
+                              f"allowed: {', '.join(FAMILIES)}")
+    if len(set(fams)) != len(fams):
+        raise ParamsError(f"params.yaml: 'families' lists a family twice: {fams!r}")
+    _int_list(params["latent_dims"], "latent_dims")
+    if len(set(params["latent_dims"])) != len(params["latent_dims"]):
+        raise ParamsError(f"params.yaml: 'latent_dims' lists a size twice: {params['latent_dims']!r}")
+
+    models = _section(params, "models", tuple(FAMILIES))
+    for fam, spec in FAMILIES.items():
+        cfg = _section(models, fam, tuple(spec.params))
+        for k in spec.params:
+            v = cfg[k]
+            name = f"models.{fam}.{k}"
+            if isinstance(v, list):
+                _int_list(v, name)
+            elif not _is_int(v) or v < 1:
+                raise ParamsError(f"params.yaml: '{name}' must be an integer >= 1, got {v!r}")
+
+    train = _section(params, "train", ("optimizer", "lr", "epochs", "batch_size", "seed",
+                                       "threads", "device"))
+    _choice(train, "optimizer", "train.optimizer", OPTIMIZERS)
+    _float(train, "lr", "train.lr")
+    _int(train, "epochs", "train.epochs")
+    _int(train, "batch_size", "train.batch_size")
+    _int(train, "seed", "train.seed", lo=0)
+    _int(train, "threads", "train.threads", lo=0)
+    _choice(train, "device", "train.device", DEVICES)
+
+    ev = _section(params, "eval", ("seed", "batch_size", "z_samples", "study_batch_size"))
+    _int(ev, "seed", "eval.seed", lo=0)
+    _int(ev, "batch_size", "eval.batch_size")
+    _int(ev, "z_samples", "eval.z_samples")
+    _int(ev, "study_batch_size", "eval.study_batch_size")
+
+    plot = _section(params, "plot", ("grid", "quantile", "n_recon", "n_samples"))
+    _int(plot, "grid", "plot.grid", lo=2)
+    _float(plot, "quantile", "plot.quantile")
+    if not plot["quantile"] < 0.5:
+        raise ParamsError(f"params.yaml: 'plot.quantile' must be in (0, 0.5), got {plot['quantile']!r}")
+    _int(plot, "n_recon", "plot.n_recon")
+    _int(plot, "n_samples", "plot.n_samples")
+
+    cmp_ = _section(params, "compare", ("best",))
+    best = cmp_["best"]
+    cols = ("total", "recon", "kl")
+    if not isinstance(best, dict) or set(best) != set(cols):
+        raise ParamsError(f"params.yaml: 'compare.best' must map each of {', '.join(cols)} "
+                          f"to min or max, got {best!r}")
+    for c in cols:
+        _choice(best, c, f"compare.best.{c}", BEST)

@@ -1,0 +1,76 @@
+"""Pictures of one trained run: manifold, reconstructions, prior samples, loss curves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # stages run headless
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid, save_image  # noqa: E402
+
+from vae import io  # noqa: E402
+from vae.models import VAE  # noqa: E402
+
+
+def _save_grid(path: Path, images: torch.Tensor, nrow: int) -> None:
+    with io.atomic_path(path) as tmp:
+        save_image(make_grid(images, nrow=nrow, padding=1, pad_value=0.5), tmp, format="png")
+
+
+def manifold_codes(z_dim: int, n: int, q: float) -> torch.Tensor:
+    """Latent codes on a grid of standard-normal quantiles q..1-q: n x n for z=2, a strip of n for z=1.
+
+    Quantiles rather than an even grid in z put equal prior mass between
+    neighbouring images. For z > 2 the first two dimensions vary, the rest stay 0.
+    """
+    axis = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(q, 1 - q, n))
+    if z_dim == 1:
+        return axis[:, None]
+    # Row r shows z2 from high (top) to low; column c shows z1 from low to high.
+    z2, z1 = torch.meshgrid(axis.flip(0), axis, indexing="ij")
+    codes = torch.zeros(n * n, z_dim)
+    codes[:, 0], codes[:, 1] = z1.reshape(-1), z2.reshape(-1)
+    return codes
+
+
+@torch.no_grad()
+def manifold(model: VAE, path: Path, n: int, q: float) -> None:
+    codes = manifold_codes(model.z_dim, n, q)
+    images = torch.sigmoid(model.decode(codes))
+    _save_grid(path, images, nrow=n)
+
+
+@torch.no_grad()
+def reconstructions(model: VAE, x: torch.Tensor, path: Path) -> None:
+    """Originals on the top row, reconstructions from the posterior mean below."""
+    mu, _ = model.encode(x)
+    recon = torch.sigmoid(model.decode(mu))
+    _save_grid(path, torch.cat([x, recon]), nrow=len(x))
+
+
+@torch.no_grad()
+def prior_samples(model: VAE, path: Path, n: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.sigmoid(model.decode(torch.randn(n, model.z_dim, generator=g)))
+    _save_grid(path, images, nrow=int(n ** 0.5) or 1)
+
+
+def loss_curves(history_csv: Path, path: Path, title: str) -> None:
+    h = pd.read_csv(history_csv)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, term, label in zip(axes, ("total", "recon", "kl"), ("negative ELBO", "reconstruction", "KL")):
+        for split in ("train", "test"):
+            ax.plot(h["epoch"], h[f"{split}_{term}"], marker="." if len(h) < 20 else None, label=split)
+        ax.set_title(label)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("nats per image")
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
