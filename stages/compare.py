@@ -1,14 +1,17 @@
-"""Stage compare: aggregate every run's metrics into the comparison table."""
+"""Stage compare: aggregate every run's metrics into the comparison table and curves."""
 from vae import paths, report
 from vae.config import load_params, runs
 
 
 def main() -> None:
     params = load_params()
-    df = report.load_metrics(runs(params))
-    report.write_comparison(df, params["compare"]["best"],
-                            paths.METRICS / "comparison.json", paths.PLOTS / "comparison.csv",
-                            paths.METRICS / "comparison.md")
+    run_list = runs(params)  # from params, not a glob: stale files of dropped runs stay ignored
+    df = report.load_metrics(run_list)
+    report.write_comparison(df, report.load_curves(run_list), params["compare"]["best"],
+                            json_path=paths.METRICS / "comparison.json",
+                            csv_path=paths.PLOTS / "comparison.csv",
+                            curves_path=paths.METRICS / "curves.csv",
+                            md_path=paths.METRICS / "comparison.md")
     print((paths.METRICS / "comparison.md").read_text())
 
 

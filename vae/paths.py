@@ -19,7 +19,7 @@ def logs(run: str) -> Path:
 
 
 def history(run: str) -> Path:
-    return PLOTS / "history" / f"{run}.csv"
+    return METRICS / "history" / f"{run}.csv"
 
 
 def metrics(run: str) -> Path:

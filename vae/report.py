@@ -91,9 +91,17 @@ def _one(df: pd.DataFrame, col: str) -> str:
     return str(vals[0]) if len(vals) == 1 else "/".join(map(str, vals))
 
 
-def write_comparison(df: pd.DataFrame, best: dict[str, str],
-                     json_path: Path, csv_path: Path, md_path: Path) -> None:
+def load_curves(run_list: list[tuple[str, int]]) -> pd.DataFrame:
+    """Every run's per-epoch history in one long table with a `run` column, for dvc plots."""
+    frames = [pd.read_csv(paths.history(f"{f}-{z}")).assign(run=f"{f}-{z}") for f, z in run_list]
+    curves = pd.concat(frames, ignore_index=True)
+    return curves[["run", *[c for c in curves.columns if c != "run"]]]
+
+
+def write_comparison(df: pd.DataFrame, curves: pd.DataFrame, best: dict[str, str],
+                     json_path: Path, csv_path: Path, curves_path: Path, md_path: Path) -> None:
     io.write_json(json_path, {r.run: {t: round(getattr(r, t), 4) for t in TERMS}
                               for r in df.itertuples()})
     io.write_text(csv_path, df[["run", "family", "z", *TERMS]].to_csv(index=False, float_format="%.4f"))
+    io.write_text(curves_path, curves.to_csv(index=False, float_format="%.4f"))
     io.write_text(md_path, markdown(df, best))
