@@ -123,7 +123,7 @@ def train(run: str, family: str, z: int, model_cfg: dict, tcfg: dict, train_x: t
         _log(writer, row)
 
     bar = tqdm(range(len(history) + 1, tcfg["epochs"] + 1), desc=run, unit="epoch",
-               initial=len(history), total=tcfg["epochs"])
+               initial=len(history), total=tcfg["epochs"], disable=None)  # None: off when not a TTY
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
