@@ -26,9 +26,10 @@ def sh(*cmd, cwd, env=None):
     return r.stdout
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, mnist_mirror):
-    proj = tmp_path_factory.mktemp("project")
+def make_project(proj: Path, mirror: str, overrides: dict) -> dict:
+    """Copy the project's tracked files into `proj`, make it a git + DVC repo, override params.
+
+    Returns the environment to run dvc in."""
     files = sh("git", "ls-files", "-co", "--exclude-standard", cwd=ROOT).splitlines()
     for f in files:
         if f.startswith(RESULTS) or not (ROOT / f).is_file():
@@ -42,13 +43,21 @@ def project(tmp_path_factory, mnist_mirror):
 
     yaml = YAML()
     params = yaml.load((proj / "params.yaml").read_text())
-    params["train"]["epochs"] = 1
-    params["data"]["train_subset"] = 512
-    params["plot"]["grid"] = 4
+    for dotted, value in overrides.items():
+        *parents, last = dotted.split(".")
+        d = params
+        for k in parents:
+            d = d[k]
+        d[last] = value
     with (proj / "params.yaml").open("w") as f:
         yaml.dump(params, f)
+    return {**os.environ, MIRROR_ENV: mirror, "PYTHONUNBUFFERED": "1"}
 
-    env = {**os.environ, MIRROR_ENV: mnist_mirror, "PYTHONUNBUFFERED": "1"}
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, mnist_mirror):
+    proj = tmp_path_factory.mktemp("project")
+    env = make_project(proj, mnist_mirror, {"train.epochs": 1, "data.train_subset": 512, "plot.grid": 4})
     out = sh(DVC, "repro", cwd=proj, env=env)
     return proj, env, out
 

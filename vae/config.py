@@ -139,12 +139,15 @@ def validate(params: dict) -> None:
                 raise ParamsError(f"params.yaml: '{name}' must be an integer >= 1, got {v!r}")
 
     train = _section(params, "train", ("optimizer", "lr", "epochs", "batch_size", "seed",
-                                       "threads", "device"))
+                                       "grad_clip", "logvar_clamp", "threads", "device"))
     _choice(train, "optimizer", "train.optimizer", OPTIMIZERS)
     _float(train, "lr", "train.lr")
     _int(train, "epochs", "train.epochs")
     _int(train, "batch_size", "train.batch_size")
     _int(train, "seed", "train.seed", lo=0)
+    for k in ("grad_clip", "logvar_clamp"):
+        if train[k] is not None:
+            _float(train, k, f"train.{k}")
     _int(train, "threads", "train.threads", lo=0)
     _choice(train, "device", "train.device", DEVICES)
 

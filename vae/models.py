@@ -18,12 +18,18 @@ N_PIXELS = 28 * 28
 
 
 class VAE(nn.Module):
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, z_dim: int):
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, z_dim: int,
+                 logvar_clamp: float | None = None):
         super().__init__()
         self.encoder, self.decoder, self.z_dim = encoder, decoder, z_dim
+        self.logvar_clamp = logvar_clamp
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(x).chunk(2, dim=1)
+        if self.logvar_clamp is not None:
+            # exp(logvar) overflows to inf for logvar > 88 in float32: the usual
+            # first step of a diverging run at a high learning rate.
+            logvar = logvar.clamp(-self.logvar_clamp, self.logvar_clamp)
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -54,11 +60,11 @@ def register(name: str, *params: str):
     return deco
 
 
-def build_model(family: str, z_dim: int, cfg: dict) -> VAE:
+def build_model(family: str, z_dim: int, cfg: dict, logvar_clamp: float | None = None) -> VAE:
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
     enc, dec = FAMILIES[family].build(z_dim, **cfg)
-    return VAE(enc, dec, z_dim)
+    return VAE(enc, dec, z_dim, logvar_clamp)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -103,7 +103,7 @@ def train(run: str, family: str, z: int, model_cfg: dict, tcfg: dict, train_x: t
     """Train one (family, z) run; resumes from `checkpoint` if it matches fingerprint `fp`."""
     device = resolve_device(tcfg["device"])
     torch.manual_seed(tcfg["seed"])  # initial weights
-    model = build_model(family, z, model_cfg).to(device)
+    model = build_model(family, z, model_cfg, tcfg["logvar_clamp"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg["lr"])
     history: list[dict] = []
 
@@ -137,10 +137,12 @@ def train(run: str, family: str, z: int, model_cfg: dict, tcfg: dict, train_x: t
             loss = terms["total"].mean()
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"{run}: loss is {loss.item()} at epoch {epoch}, step {step}; "
-                    f"try a lower train.lr (now {tcfg['lr']})")
+                    f"{run}: loss is {loss.item()} at epoch {epoch}, step {step}; try a lower "
+                    f"train.lr (now {tcfg['lr']}), train.grad_clip (e.g. 100) or train.logvar_clamp (e.g. 10)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if tcfg["grad_clip"] is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
             opt.step()
             for t in TERMS:
                 sums[t] += terms[t].detach().sum().item()
@@ -172,7 +174,7 @@ def _log(writer: SummaryWriter, row: dict) -> None:
 
 def save_model(path: Path, model: VAE, family: str, z: int, model_cfg: dict, extra: dict) -> None:
     save_checkpoint(path, {"family": family, "z": z, "model_cfg": model_cfg,
-                           "state_dict": model.state_dict(), **extra})
+                           "logvar_clamp": model.logvar_clamp, "state_dict": model.state_dict(), **extra})
 
 
 def load_model(path: Path, family: str, z: int) -> tuple[VAE, dict]:
@@ -183,6 +185,6 @@ def load_model(path: Path, family: str, z: int) -> tuple[VAE, dict]:
     if (state["family"], state["z"]) != (family, z):
         raise RuntimeError(f"{path}: holds a {state['family']} model with z={state['z']}, "
                            f"expected {family} with z={z}; rerun `dvc repro train@{family}-{z}`")
-    model = build_model(family, z, state["model_cfg"])
+    model = build_model(family, z, state["model_cfg"], state.get("logvar_clamp"))
     model.load_state_dict(state["state_dict"])
     return model.eval(), state

@@ -1,0 +1,54 @@
+"""Seconds per training epoch and parameter count of every run in params.yaml.
+
+Trains each (family, z) for `--epochs` epochs on the full training set with the
+project's own loop and prints the mean epoch time (training plus the per-epoch
+test evaluation) and an estimate of the whole study at params' epoch count.
+
+    python -m benchmarks.epoch_time [--epochs 1] [--runs conv-2 residual-1]
+"""
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from vae import paths
+from vae.config import load_params, run_name, runs
+from vae.data import load_split, to_float
+from vae.models import count_parameters
+from vae.training import train
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--runs", nargs="*", help="run names (default: all in params.yaml)")
+    args = ap.parse_args()
+    params = load_params()
+    torch.set_flush_denormal(True)
+    train_x = to_float(load_split(paths.DATA, "train")[0])
+    test_x = to_float(load_split(paths.DATA, "test")[0])
+    tcfg = {**params["train"], "epochs": args.epochs}
+    total = 0.0
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(train_x)} training images")
+    print(f"{'run':<14}{'parameters':>12}{'s/epoch':>10}{'img/s':>9}")
+    for family, z in runs(params):
+        run = run_name(family, z)
+        if args.runs and run not in args.runs:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            model, history = train(run, family, z, params["models"][family], tcfg, train_x, test_x,
+                                   checkpoint=Path(tmp) / "c.pt", log_dir=Path(tmp) / "logs",
+                                   eval_seed=params["eval"]["seed"],
+                                   eval_batch_size=params["eval"]["batch_size"], fp="bench")
+            per_epoch = (time.perf_counter() - t0) / args.epochs
+        total += per_epoch * params["train"]["epochs"]
+        print(f"{run:<14}{count_parameters(model):>12,}{per_epoch:>10.1f}{len(train_x) / per_epoch:>9.0f}")
+    print(f"estimated training time of the study at {params['train']['epochs']} epochs: "
+          f"{total / 60:.1f} min (sequential, from the epoch times above)")
+
+
+if __name__ == "__main__":
+    main()
