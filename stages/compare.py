@@ -11,7 +11,8 @@ def main() -> None:
                             json_path=paths.METRICS / "comparison.json",
                             csv_path=paths.PLOTS / "comparison.csv",
                             curves_path=paths.METRICS / "curves.csv",
-                            md_path=paths.METRICS / "comparison.md")
+                            md_path=paths.METRICS / "comparison.md",
+                            png_path=paths.PLOTS / "comparison.png")
     print((paths.METRICS / "comparison.md").read_text())
 
 

@@ -57,7 +57,8 @@ def make_project(proj: Path, mirror: str, overrides: dict) -> dict:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, mnist_mirror):
     proj = tmp_path_factory.mktemp("project")
-    env = make_project(proj, mnist_mirror, {"train.epochs": 1, "data.train_subset": 512, "plot.grid": 4})
+    env = make_project(proj, mnist_mirror, {"train.epochs": 1, "data.train_subset": 512, "plot.grid": 4,
+                                                  "eval.nll_samples": 20, "eval.nll_images": 200})
     out = sh(DVC, "repro", cwd=proj, env=env)
     return proj, env, out
 
@@ -79,6 +80,9 @@ def test_every_run_has_finite_positive_metrics(project):
         assert all(math.isfinite(m[t]) for t in ("total", "recon", "kl"))
         assert m["total"] > 0 and m["recon"] > 0 and m["kl"] >= 0
         assert math.isclose(m["total"], m["recon"] + m["kl"], abs_tol=1e-3)
+        assert math.isfinite(m["nll"]) and m["nll"] > 0 and m["nll_samples"] == 20 and m["nll_images"] == 200
+        assert 0 <= m["active_units"] <= m["z"] and len(m["kl_per_dim"]) == m["z"]
+        assert m["mutual_info"] > -0.1 and m["collapsed"] == bool(m["collapse_reasons"])
         assert m["study_last_batch"]["images"] == 16
 
 
@@ -90,7 +94,8 @@ def test_comparison_table_has_eight_rows_and_bold_best(project):
     table = [l for l in md.split("## ")[0].splitlines() if l.startswith("|")]
     assert len(table) == 2 + 8
     best = csv["total"].round(2).min()
-    assert f"**{best:.2f}**" in md and "nats per image" in md
+    assert f"**{best:.2f}**" in md and "nats per image" in md and "IS-NLL" in md
+    assert (proj / "plots" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     assert len(json.loads((proj / "metrics" / "comparison.json").read_text())) == 8
     assert "Running stage 'compare'" in out
 
@@ -98,7 +103,7 @@ def test_comparison_table_has_eight_rows_and_bold_best(project):
 def test_every_plot_and_log_exists(project):
     proj, _, _ = project
     for run in pd.read_csv(proj / "plots" / "comparison.csv")["run"]:
-        for png in ("manifold", "reconstructions", "samples", "loss_curves"):
+        for png in ("manifold", "latent", "reconstructions", "samples", "loss_curves"):
             p = proj / "plots" / run / f"{png}.png"
             assert p.stat().st_size > 0 and p.read_bytes()[:4] == b"\x89PNG"
         assert any((proj / "logs" / run).glob("events.out.tfevents.*"))
@@ -115,6 +120,7 @@ def test_dvc_sees_the_pipeline_as_up_to_date_and_shows_metrics_and_plots(project
     r = subprocess.run([DVC, "plots", "show", "-o", "plots_html"], cwd=proj, env=env, capture_output=True, text=True)
     assert r.returncode == 0 and "failed" not in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
     html = (proj / "plots_html" / "index.html").read_text()
-    assert "Test negative ELBO per epoch" in html and "manifold.png" in html
+    assert "Test negative ELBO per epoch" in html and "manifold.png" in html and "latent.png" in html
+    assert "Test KL against reconstruction over training" in html and "comparison.png" in html
     manifest = json.loads((proj / "data" / "mnist" / "manifest.json").read_text())
     assert manifest["files"]["train_images"]["source"] == "local mirror"

@@ -74,3 +74,26 @@ def loss_curves(history_csv: Path, path: Path, title: str) -> None:
     with io.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
+
+
+@torch.no_grad()
+def latent_space(mu: torch.Tensor, labels: torch.Tensor, path: Path, title: str) -> None:
+    """Posterior means of the test set by digit: a scatter for z >= 2, per-digit violins for z = 1."""
+    mu, labels = mu.cpu(), labels.cpu()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    if mu.shape[1] == 1:
+        ax.violinplot([mu[labels == d, 0].numpy() for d in range(10)], positions=range(10),
+                      orientation="horizontal", showmedians=True)
+        ax.set_yticks(range(10))
+        ax.set_ylabel("digit")
+        ax.set_xlabel("E[z | x]")
+    else:
+        sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", s=2, alpha=0.6, rasterized=True)
+        fig.colorbar(sc, ax=ax, ticks=range(10), label="digit")
+        ax.set_xlabel("E[z1 | x]")
+        ax.set_ylabel("E[z2 | x]")
+    ax.set_title(title)
+    fig.tight_layout()
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)

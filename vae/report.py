@@ -9,7 +9,11 @@ import pandas as pd
 from vae import io, paths
 
 TERMS = ("total", "recon", "kl")
-LABELS = {"total": "total (−ELBO)", "recon": "reconstruction", "kl": "KL"}
+# Columns of the comparison, in order, with their headers; integer columns print without decimals.
+COLUMNS = {"total": "−ELBO", "recon": "reconstruction", "kl": "KL", "nll": "IS-NLL",
+           "elbo_gap": "ELBO gap", "active_units": "active units", "mutual_info": "MI"}
+INTEGER = {"active_units"}
+METRIC_KEYS = ("nll", "elbo_gap", "active_units", "mutual_info", "collapsed")
 
 # The study's own table, as published. Its units look like a sum over the
 # 16 images of the last, partial test batch (10000 = 78 * 128 + 16); our
@@ -37,9 +41,11 @@ def load_metrics(run_list: list[tuple[str, int]]) -> pd.DataFrame:
         m = json.loads(path.read_text())
         last = m["study_last_batch"]
         rows.append({"run": f"{family}-{z}", "family": family, "z": z,
-                     **{t: m[t] for t in TERMS}, "parameters": m["parameters"],
+                     **{t: m[t] for t in TERMS}, **{k: m[k] for k in METRIC_KEYS},
+                     "collapse_reasons": "; ".join(m["collapse_reasons"]), "parameters": m["parameters"],
                      **{f"last_{t}": last[t] for t in TERMS}, "last_images": last["images"],
-                     "test_images": m["test_images"], "z_samples": m["z_samples"]})
+                     "test_images": m["test_images"], "z_samples": m["z_samples"],
+                     "nll_samples": m["nll_samples"], "nll_images": m["nll_images"]})
     return pd.DataFrame(rows)
 
 
@@ -47,25 +53,38 @@ def bold_best(df: pd.DataFrame, best: dict[str, str], digits: int = 2) -> pd.Dat
     """Format numbers, wrapping the best value of each column (min or max) in ** **."""
     out = df.copy()
     for col, how in best.items():
-        vals = df[col].round(digits)
+        d = 0 if col in INTEGER else digits
+        vals = df[col].round(d)
         target = vals.min() if how == "min" else vals.max()
-        out[col] = [f"**{v:.{digits}f}**" if v == target else f"{v:.{digits}f}" for v in vals]
+        out[col] = [f"**{v:.{d}f}**" if v == target else f"{v:.{d}f}" for v in vals]
     return out
 
 
 def markdown(df: pd.DataFrame, best: dict[str, str]) -> str:
-    table = bold_best(df[["family", "z", *TERMS, "parameters"]], best)
-    table = table.rename(columns=LABELS)
-    rules = ", ".join(f"{LABELS[c]}: {how}" for c, how in best.items())
+    cols = list(COLUMNS)
+    table = bold_best(df[["family", "z", *cols]], best)
+    for c in set(cols) - set(best):
+        table[c] = df[c].map(lambda v, c=c: f"{v:.0f}" if c in INTEGER else f"{v:.2f}")
+    table["collapse"] = ["⚠ " + r if c else "" for c, r in zip(df["collapsed"], df["collapse_reasons"])]
+    table["parameters"] = df["parameters"].map("{:,}".format)
+    table = table.rename(columns=COLUMNS)
+    rules = ", ".join(f"{COLUMNS[c]} {how}" for c, how in best.items())
     lines = [
         "# VAE comparison on MNIST",
         "",
-        f"Test set ({_one(df, 'test_images')} images), **nats per image**, mean over images "
-        f"({_one(df, 'z_samples')} z sample(s) per image). Bold: best per column ({rules}).",
+        f"Test set ({_one(df, 'test_images')} images). −ELBO, reconstruction, KL and IS-NLL are in "
+        f"**nats per image**, averaged over images ({_one(df, 'z_samples')} z sample(s) per image for the "
+        f"ELBO terms; IS-NLL = −log p(x) with K={_one(df, 'nll_samples')} importance samples on a fixed "
+        f"random subset of {_one(df, 'nll_images')} test images). ELBO gap = −ELBO − IS-NLL. "
+        "Active units: latent dimensions with Var_x(E[z_d|x]) > threshold; MI: I_q(x; z) in nats. "
+        f"Bold: best per column ({rules}).",
         "",
         table.to_markdown(index=False, disable_numparse=True),
         "",
     ]
+    if df["collapsed"].any():
+        lines += ["⚠ marks posterior collapse: fewer active units than z, or a latent dimension "
+                  "whose KL is below `eval.collapse_kl`. A collapsed run's low KL is not a virtue.", ""]
     study = [(r, STUDY_TABLE.get((r.family, r.z))) for r in df.itertuples()]
     if any(s for _, s in study):
         lines += [
@@ -98,10 +117,36 @@ def load_curves(run_list: list[tuple[str, int]]) -> pd.DataFrame:
     return curves[["run", *[c for c in curves.columns if c != "run"]]]
 
 
-def write_comparison(df: pd.DataFrame, curves: pd.DataFrame, best: dict[str, str],
-                     json_path: Path, csv_path: Path, curves_path: Path, md_path: Path) -> None:
-    io.write_json(json_path, {r.run: {t: round(getattr(r, t), 4) for t in TERMS}
+def write_comparison(df: pd.DataFrame, curves: pd.DataFrame, best: dict[str, str], json_path: Path,
+                     csv_path: Path, curves_path: Path, md_path: Path, png_path: Path) -> None:
+    io.write_json(json_path, {r.run: {**{c: round(float(getattr(r, c)), 4) for c in COLUMNS if c not in INTEGER},
+                                      **{c: int(getattr(r, c)) for c in INTEGER},
+                                      "collapsed": bool(r.collapsed)}
                               for r in df.itertuples()})
-    io.write_text(csv_path, df[["run", "family", "z", *TERMS]].to_csv(index=False, float_format="%.4f"))
+    io.write_text(csv_path, df[["run", "family", "z", *COLUMNS]].to_csv(index=False, float_format="%.4f"))
     io.write_text(curves_path, curves.to_csv(index=False, float_format="%.4f"))
     io.write_text(md_path, markdown(df, best))
+    bar_chart(df, png_path)
+
+
+def bar_chart(df: pd.DataFrame, path: Path) -> None:
+    """The final test metrics of every run side by side, one panel per metric."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = ["total", "nll", "recon", "kl", "mutual_info"]
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 3.6), sharey=True)
+    colors = ["tab:red" if c else "tab:blue" for c in df["collapsed"]]
+    for ax, c in zip(axes, cols):
+        ax.barh(df["run"], df[c], color=colors)
+        ax.set_title(f"{COLUMNS[c]} (nats)")
+        ax.grid(axis="x", alpha=0.3)
+        if c in ("total", "nll", "recon"):  # differences of a few nats on ~100: zoom in
+            ax.set_xlim(df[c].min() * 0.95, df[c].max() * 1.01)
+    axes[0].invert_yaxis()
+    fig.suptitle("Test metrics per image (red: posterior collapse flagged)")
+    fig.tight_layout()
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
