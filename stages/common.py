@@ -19,6 +19,4 @@ def run_args(description: str) -> tuple[dict, str, int, str]:
     # Collapsed or diverged models drift into subnormal floats, which are ~2x
     # slower on CPUs; flushing them to zero changes nothing measurable.
     torch.set_flush_denormal(True)
-    if params["train"]["threads"]:
-        torch.set_num_threads(params["train"]["threads"])
     return params, args.family, args.z, run_name(args.family, args.z)

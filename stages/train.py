@@ -18,9 +18,9 @@ def main() -> None:
         train_images = train_images[:subset]
     test_images, _ = load_split(paths.DATA, "test")
 
-    # Threads and device change speed, not results, so they do not invalidate a checkpoint.
+    # The device changes speed, not the run, so it does not invalidate a checkpoint.
     data_id = json.loads((paths.DATA / MANIFEST).read_text())
-    fp = fingerprint(family, z, model_cfg, {k: v for k, v in tcfg.items() if k not in ("threads", "device")},
+    fp = fingerprint(family, z, model_cfg, {k: v for k, v in tcfg.items() if k != "device"},
                      subset, {k: r["sha256"] for k, r in data_id["files"].items()})
     try:
         model, history = train(run, family, z, model_cfg, tcfg, to_float(train_images), to_float(test_images),

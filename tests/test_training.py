@@ -4,7 +4,7 @@ import torch
 from vae.training import TrainingDiverged, batches, evaluate, load_model, save_model, train
 
 TCFG = {"optimizer": "adam", "lr": 1e-3, "epochs": 2, "batch_size": 32, "seed": 0,
-        "grad_clip": None, "logvar_clamp": None, "threads": 0, "device": "cpu"}
+        "grad_clip": None, "logvar_clamp": None, "precision": "fp32", "channels_last": True, "device": "cpu"}
 CFG = {"hidden": 16}
 
 

@@ -17,6 +17,7 @@ from vae.models import FAMILIES
 DATASETS = ("mnist",)
 DEVICES = ("cpu", "cuda", "mps", "auto")
 OPTIMIZERS = ("adam",)
+PRECISIONS = ("fp32", "bf16")
 BEST = ("min", "max")
 COMPARE_COLUMNS = ("total", "recon", "kl", "nll", "elbo_gap", "active_units", "mutual_info")
 
@@ -140,7 +141,7 @@ def validate(params: dict) -> None:
                 raise ParamsError(f"params.yaml: '{name}' must be an integer >= 1, got {v!r}")
 
     train = _section(params, "train", ("optimizer", "lr", "epochs", "batch_size", "seed",
-                                       "grad_clip", "logvar_clamp", "threads", "device"))
+                                       "grad_clip", "logvar_clamp", "precision", "channels_last", "device"))
     _choice(train, "optimizer", "train.optimizer", OPTIMIZERS)
     _float(train, "lr", "train.lr")
     _int(train, "epochs", "train.epochs")
@@ -149,7 +150,8 @@ def validate(params: dict) -> None:
     for k in ("grad_clip", "logvar_clamp"):
         if train[k] is not None:
             _float(train, k, f"train.{k}")
-    _int(train, "threads", "train.threads", lo=0)
+    _choice(train, "precision", "train.precision", PRECISIONS)
+    _choice(train, "channels_last", "train.channels_last", (True, False))
     _choice(train, "device", "train.device", DEVICES)
 
     ev = _section(params, "eval", ("seed", "batch_size", "z_samples", "study_batch_size", "nll_samples",

@@ -104,7 +104,11 @@ def train(run: str, family: str, z: int, model_cfg: dict, tcfg: dict, train_x: t
     device = resolve_device(tcfg["device"])
     torch.manual_seed(tcfg["seed"])  # initial weights
     model = build_model(family, z, model_cfg, tcfg["logvar_clamp"]).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=tcfg["lr"])
+    if tcfg["channels_last"]:  # NHWC convolutions: ~1.3-1.5x faster with oneDNN on CPU
+        model = model.to(memory_format=torch.channels_last)
+    # The fused Adam kernel is ~1.5x faster per step than the loop over parameters on CPU.
+    opt = torch.optim.Adam(model.parameters(), lr=tcfg["lr"], fused=device.type in ("cpu", "cuda"))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg["precision"] == "bf16")
     history: list[dict] = []
 
     if checkpoint.exists():
@@ -133,8 +137,9 @@ def train(run: str, family: str, z: int, model_cfg: dict, tcfg: dict, train_x: t
                                         desc=f"epoch {epoch}", leave=False, disable=None)):
             xb = train_x[idx.to(device)]
             noise = torch.randn(len(xb), z, generator=g).to(device)
-            terms = negative_elbo(model, xb, noise)
-            loss = terms["total"].mean()
+            with autocast:
+                terms = negative_elbo(model, xb, noise)
+            loss = terms["total"].float().mean()
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"{run}: loss is {loss.item()} at epoch {epoch}, step {step}; try a lower "
