@@ -1,4 +1,6 @@
 """Stage evaluate@FAMILY-Z: test-set loss, likelihood and collapse diagnostics -> metrics/runs/FAMILY-Z.json."""
+import torch
+
 from vae import io, paths
 from vae.data import load_split, to_float
 from vae.metrics import full_report
@@ -10,6 +12,8 @@ def main() -> None:
     params, family, z, run = run_args(__doc__)
     ev = params["eval"]
     model, state = load_model(paths.model(run), family, z)
+    if params["train"]["channels_last"]:  # IS-NLL decodes K samples per image: use the fast layout
+        model = model.to(memory_format=torch.channels_last)
     test_x = to_float(load_split(paths.DATA, "test")[0])
     elbo = evaluate(model, test_x, ev["batch_size"], ev["seed"], ev["z_samples"])
     deep = full_report(model, test_x, nll_samples=ev["nll_samples"], nll_images=ev["nll_images"],
