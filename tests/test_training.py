@@ -67,3 +67,17 @@ def test_saved_model_reloads_and_refuses_another_run(tmp_path):
     (tmp_path / "bad.pt").write_bytes((tmp_path / "m.pt").read_bytes()[:100])
     with pytest.raises(RuntimeError, match="not a readable checkpoint"):
         load_model(tmp_path / "bad.pt", "simple_mlp", 2)
+
+
+def test_device_auto_falls_back_to_cpu_and_cuda_is_checked():
+    from vae.training import resolve_device
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type in ("cpu", "mps")
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")
+    assert resolve_device("cpu").type == "cpu"
+
+
+def test_bf16_and_channels_last_options_train(tmp_path):
+    _, h = run(tmp_path, {**TCFG, "epochs": 1, "precision": "bf16", "channels_last": False})
+    assert all(torch.isfinite(torch.tensor(v)) for v in h[-1].values())
