@@ -1,10 +1,10 @@
 """Seconds per training epoch and parameter count of every run in params.yaml.
 
-Trains each (family, z) for `--epochs` epochs on the full training set with the
+Trains each (recipe, family, z) for `--epochs` epochs on the full training set with the
 project's own loop and prints the mean epoch time (training plus the per-epoch
 test evaluation) and an estimate of the whole study at params' epoch count.
 
-    python -m benchmarks.epoch_time [--epochs 1] [--runs conv-2 residual-1]
+    python -m benchmarks.epoch_time [--epochs 1] [--runs study-conv-2 tuned-residual-1]
 """
 import argparse
 import tempfile
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from vae import paths
-from vae.config import load_params, run_name, runs
+from vae.config import load_params, run_name, runs, train_config
 from vae.data import load_split, to_float
 from vae.models import count_parameters
 from vae.training import train
@@ -29,12 +29,12 @@ def main() -> None:
     torch.set_flush_denormal(True)
     train_x = to_float(load_split(paths.DATA, "train")[0])
     test_x = to_float(load_split(paths.DATA, "test")[0])
-    tcfg = {**params["train"], "epochs": args.epochs}
     total = 0.0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(train_x)} training images")
-    print(f"{'run':<14}{'parameters':>12}{'s/epoch':>10}{'img/s':>9}")
-    for family, z in runs(params):
-        run = run_name(family, z)
+    print(f"{'run':<20}{'parameters':>12}{'s/epoch':>10}{'img/s':>9}")
+    for recipe, family, z in runs(params):
+        run = run_name(recipe, family, z)
+        tcfg = {**train_config(params, recipe), "epochs": args.epochs}
         if args.runs and run not in args.runs:
             continue
         with tempfile.TemporaryDirectory() as tmp:
@@ -45,7 +45,7 @@ def main() -> None:
                                    eval_batch_size=params["eval"]["batch_size"], fp="bench")
             per_epoch = (time.perf_counter() - t0) / args.epochs
         total += per_epoch * params["train"]["epochs"]
-        print(f"{run:<14}{count_parameters(model):>12,}{per_epoch:>10.1f}{len(train_x) / per_epoch:>9.0f}")
+        print(f"{run:<20}{count_parameters(model):>12,}{per_epoch:>10.1f}{len(train_x) / per_epoch:>9.0f}")
     print(f"estimated training time of the study at {params['train']['epochs']} epochs: "
           f"{total / 60:.1f} min (sequential, from the epoch times above)")
 

@@ -133,9 +133,10 @@ def main() -> None:
                   f"{ra * flops / 1e9:>13.1f}", flush=True)
     print(f"geometric mean of the ratios: {math.exp(statistics.mean(map(math.log, ratios))):.2f}")
 
-    images = len(load_split(paths.DATA, "train")[0]) * tcfg["epochs"] * len(params["latent_dims"])
+    images = (len(load_split(paths.DATA, "train")[0]) * tcfg["epochs"] * len(params["latent_dims"])
+              * len(params["recipes"]))
     seconds = sum(images / r for r in rates.values())
-    print(f"estimated training time of the whole study ({tcfg['epochs']} epochs, "
+    print(f"estimated training time of the whole study ({tcfg['epochs']} epochs, recipes {params['recipes']} x "
           f"{len(params['families'])} families x z in {params['latent_dims']}), one stage at a time, "
           f"from (a)'s rates at z=2: {seconds / 60:.0f} min (an estimate, not a measured dvc repro)")
 

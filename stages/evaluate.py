@@ -1,4 +1,4 @@
-"""Stage evaluate@FAMILY-Z: test-set loss, likelihood and collapse diagnostics -> metrics/runs/FAMILY-Z.json."""
+"""Stage evaluate@RECIPE-FAMILY-Z: test-set loss, likelihood and collapse diagnostics -> metrics/runs/RUN.json."""
 import torch
 
 from vae import io, paths
@@ -9,7 +9,7 @@ from stages.common import run_args
 
 
 def main() -> None:
-    params, family, z, run = run_args(__doc__)
+    params, recipe, family, z, run = run_args(__doc__)
     ev = params["eval"]
     model, state = load_model(paths.model(run), family, z)
     if params["train"]["channels_last"]:  # IS-NLL decodes K samples per image: use the fast layout
@@ -36,7 +36,7 @@ def main() -> None:
         "collapsed": deep["collapsed"],
         "collapse_reasons": deep["collapse_reasons"],
         "units": "nats per image",
-        "family": family, "z": z, "parameters": state["parameters"], "epochs": state["epochs"],
+        "recipe": recipe, "family": family, "z": z, "parameters": state["parameters"], "epochs": state["epochs"],
         "test_images": len(test_x), "z_samples": ev["z_samples"], "nll_samples": ev["nll_samples"],
         "nll_images": deep["nll_images"], "seed": ev["seed"],
         "study_last_batch": {"images": tail, **{t: round(v * tail, 2) for t, v in last.items()},

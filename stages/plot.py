@@ -1,4 +1,4 @@
-"""Stage plot@FAMILY-Z: manifold, latent space, reconstructions, samples, loss curves -> plots/FAMILY-Z/."""
+"""Stage plot@RECIPE-FAMILY-Z: manifold, latent space, reconstructions, samples, loss curves -> plots/RUN/."""
 from vae import paths, plots
 from vae.data import load_split, to_float
 from vae.metrics import posterior_stats
@@ -7,7 +7,7 @@ from stages.common import run_args
 
 
 def main() -> None:
-    params, family, z, run = run_args(__doc__)
+    params, _, family, z, run = run_args(__doc__)
     cfg = params["plot"]
     model, _ = load_model(paths.model(run), family, z)
     out = paths.run_plots(run)

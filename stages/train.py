@@ -1,8 +1,9 @@
-"""Stage train@FAMILY-Z: fit one VAE; write the model, TensorBoard logs and per-epoch history."""
+"""Stage train@RECIPE-FAMILY-Z: fit one VAE; write the model, TensorBoard logs and per-epoch history."""
 import json
 import sys
 
 from vae import paths
+from vae.config import train_config
 from vae.data import MANIFEST, load_split, to_float
 from vae.models import count_parameters
 from vae.training import TrainingDiverged, fingerprint, save_model, train, write_history
@@ -10,8 +11,8 @@ from stages.common import run_args
 
 
 def main() -> None:
-    params, family, z, run = run_args(__doc__)
-    tcfg, model_cfg = params["train"], params["models"][family]
+    params, recipe, family, z, run = run_args(__doc__)
+    tcfg, model_cfg = train_config(params, recipe), params["models"][family]
     train_images, _ = load_split(paths.DATA, "train")
     subset = params["data"]["train_subset"]
     if subset:

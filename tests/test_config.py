@@ -3,7 +3,7 @@ import copy
 import pytest
 from ruamel.yaml import YAML
 
-from vae.config import ParamsError, load_params, validate
+from vae.config import ParamsError, load_params, runs, train_config, validate
 
 BASE = load_params()
 
@@ -35,6 +35,16 @@ def broken(path: str, value):
     ("train.seed", KeyError, "train.seed"),
     ("eval", KeyError, "eval"),
     ("models.conv.channels", [16, 0, 64], "models.conv.channels"),
+    ("train.lr_schedule", "linear", "train.lr_schedule"),
+    ("train.kl_warmup_epochs", -1, "train.kl_warmup_epochs"),
+    ("train.free_bits", -0.5, "train.free_bits"),
+    ("recipe.tuned.lr", 0, "recipe.tuned.lr"),
+    ("recipe.tuned.free_bits", "lots", "recipe.tuned.free_bits"),
+    ("recipe.tuned.lr_schedule", "step", "recipe.tuned.lr_schedule"),
+    ("recipes", ["study", "fancy"], "recipe.fancy"),
+    ("recipes", ["study", "study"], "recipes"),
+    ("recipes", [], "recipes"),
+    ("recipe.tuned", [1, 2], "recipe.tuned"),
 ])
 def test_bad_params_name_the_key(path, value, named):
     with pytest.raises(ParamsError) as e:
@@ -50,6 +60,22 @@ def test_mistyped_key_suggests_the_right_one():
         validate(p)
 
 
+def test_mistyped_recipe_key_suggests_the_train_key():
+    p = copy.deepcopy(BASE)
+    p["recipe"]["tuned"]["kl_warmup"] = 3
+    with pytest.raises(ParamsError, match=r"unknown key 'recipe.tuned.kl_warmup' "
+                                          r"\(did you mean 'recipe.tuned.kl_warmup_epochs'\?\)"):
+        validate(p)
+
+
+def test_a_recipe_overrides_train_and_the_study_overrides_nothing():
+    assert train_config(BASE, "study") == BASE["train"]
+    tuned = train_config(BASE, "tuned")
+    assert {k for k in tuned if tuned[k] != BASE["train"][k]} == set(BASE["recipe"]["tuned"])
+    assert runs(BASE)[0] == ("study", BASE["families"][0], BASE["latent_dims"][0])
+    assert len(runs(BASE)) == len(BASE["recipes"]) * len(BASE["families"]) * len(BASE["latent_dims"])
+
+
 def test_yaml_1_2_reads_exponent_floats(tmp_path):
     # PyYAML (YAML 1.1) would read 1e-3 as the string "1e-3".
     text = (tmp_path / "p.yaml")
@@ -62,6 +88,9 @@ def test_yaml_1_2_reads_exponent_floats(tmp_path):
 
 def test_defaults_are_the_study_protocol():
     assert BASE["train"]["lr"] == 0.01 and BASE["train"]["epochs"] == 50
+    # Every collapse remedy is off in the study's protocol.
+    assert BASE["train"]["lr_schedule"] == "constant" and BASE["train"]["kl_warmup_epochs"] == 0
+    assert BASE["train"]["free_bits"] == 0 and BASE["recipes"][0] == "study" and not BASE["recipe"]["study"]
     assert BASE["train"]["optimizer"] == "adam"
     assert BASE["latent_dims"] == [1, 2]
     assert BASE["data"]["local_mirror"] is None  # the offline mirror is configuration, never a default

@@ -2,7 +2,9 @@ import math
 
 import torch
 
-from vae.losses import kl_to_standard_normal, negative_elbo, reconstruction_nll
+import pytest
+
+from vae.losses import kl_to_standard_normal, negative_elbo, reconstruction_nll, training_objective
 from vae.models import build_model
 
 
@@ -43,3 +45,30 @@ def test_negative_elbo_is_recon_plus_kl_per_image():
     mu, logvar = model.encode(x)
     z = mu + (0.5 * logvar).exp() * noise
     assert torch.allclose(terms["recon"], reconstruction_nll(model.decode(z), x))
+
+
+def _terms(kl_dims):
+    kl_dims = torch.tensor(kl_dims, requires_grad=True)
+    recon = torch.tensor([100.0, 120.0])
+    return kl_dims, {"recon": recon, "kl": kl_dims.sum(1), "total": recon + kl_dims.sum(1), "kl_dims": kl_dims}
+
+
+def test_training_objective_without_remedies_is_the_mean_negative_elbo():
+    _, terms = _terms([[1.0, 3.0], [2.0, 5.0]])
+    assert training_objective(terms).item() == pytest.approx(110.0 + 5.5)
+
+
+def test_kl_warmup_scales_only_the_kl_term():
+    _, terms = _terms([[1.0, 3.0], [2.0, 5.0]])
+    assert training_objective(terms, kl_weight=0.0).item() == pytest.approx(110.0)
+    assert training_objective(terms, kl_weight=0.5).item() == pytest.approx(110.0 + 0.5 * 5.5)
+
+
+def test_free_bits_stop_penalising_a_dimension_below_the_floor():
+    # Batch-mean KL: dim 0 = 0.2 nats (below a 0.5 floor), dim 1 = 4 nats (above it).
+    kl_dims, terms = _terms([[0.1, 3.0], [0.3, 5.0]])
+    loss = training_objective(terms, free_bits=0.5)
+    assert loss.item() == pytest.approx(110.0 + 0.5 + 4.0)
+    loss.backward()
+    assert kl_dims.grad[:, 0].abs().sum() == 0  # no pull towards the prior below the floor
+    assert torch.allclose(kl_dims.grad[:, 1], torch.full((2,), 0.5))  # the ELBO's gradient above it

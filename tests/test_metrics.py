@@ -5,7 +5,7 @@ import torch
 from torch.distributions import Normal
 
 from vae.losses import negative_elbo, reconstruction_nll
-from vae.metrics import (active_units, collapse, full_report, importance_sampled_nll, kl_per_dimension,
+from vae.metrics import (active_units, collapse, full_report, importance_sampled_nll, mean_kl_per_dimension,
                          mutual_information, posterior_stats)
 from vae.models import build_model
 from vae.training import train
@@ -81,7 +81,7 @@ def test_active_units_count_a_dead_dimension():
     model = dead_dimension_model(z=3, dead=1)
     mu, logvar = posterior_stats(model, data(300), 100)
     assert active_units(mu, 0.01) == 2
-    kl = kl_per_dimension(mu, logvar)
+    kl = mean_kl_per_dimension(mu, logvar)
     assert kl[1] == 0.0 and kl[0] > 0 and kl[2] > 0
 
 

@@ -11,13 +11,15 @@ import pandas as pd
 import pytest
 from ruamel.yaml import YAML
 
-from vae.config import load_params
+from vae.config import load_params, run_name, runs
 from vae.data import MIRROR_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).parent / "dvc")
 # Outputs of a real run that may be committed; the scratch copy must rebuild them.
 RESULTS = ("dvc.lock", "metrics/", "plots/")
+PARAMS = load_params(ROOT / "params.yaml")
+RUNS = [run_name(*r) for r in runs(PARAMS)]
 
 
 def sh(*cmd, cwd, env=None):
@@ -66,14 +68,14 @@ def project(tmp_path_factory, mnist_mirror):
 def test_stage_list_is_the_whole_matrix(project):
     proj, env, _ = project
     names = [line.split()[0] for line in sh(DVC, "stage", "list", cwd=proj, env=env).splitlines()]
-    runs = [f"{f}-{z}" for f in load_params(ROOT / "params.yaml")["families"] for z in (1, 2)]
-    assert names == ["download", *[f"{s}@{r}" for s in ("train", "evaluate", "plot") for r in runs], "compare"]
+    assert len(RUNS) == 16 and RUNS[0] == "study-simple_mlp-1" and RUNS[-1] == "tuned-residual-2"
+    assert names == ["download", *[f"{s}@{r}" for s in ("train", "evaluate", "plot") for r in RUNS], "compare"]
 
 
 def test_every_run_has_finite_positive_metrics(project):
     proj, _, _ = project
     files = sorted((proj / "metrics" / "runs").glob("*.json"))
-    assert len(files) == 8
+    assert [f.stem for f in files] == sorted(RUNS)
     for f in files:
         m = json.loads(f.read_text())
         assert m["units"] == "nats per image" and m["test_images"] == 10000
@@ -86,17 +88,21 @@ def test_every_run_has_finite_positive_metrics(project):
         assert m["study_last_batch"]["images"] == 16
 
 
-def test_comparison_table_has_eight_rows_and_bold_best(project):
+def test_comparison_has_a_table_per_recipe_with_bold_best(project):
     proj, _, out = project
     csv = pd.read_csv(proj / "plots" / "comparison.csv")
-    assert len(csv) == 8 and set(csv.columns) >= {"run", "total", "recon", "kl"}
+    assert csv["run"].tolist() == RUNS and set(csv.columns) >= {"recipe", "total", "recon", "kl"}
     md = (proj / "metrics" / "comparison.md").read_text()
-    table = [l for l in md.split("## ")[0].splitlines() if l.startswith("|")]
-    assert len(table) == 2 + 8
-    best = csv["total"].round(2).min()
-    assert f"**{best:.2f}**" in md and "nats per image" in md and "IS-NLL" in md
+    assert "nats per image" in md and "IS-NLL" in md and "side by side" in md
+    per_recipe = len(PARAMS["families"]) * len(PARAMS["latent_dims"])
+    for recipe in PARAMS["recipes"]:
+        section = md.split(f"## Recipe `{recipe}`")[1].split("## ")[0]
+        assert len([line for line in section.splitlines() if line.startswith("|")]) == 2 + per_recipe
+        best = csv[csv["recipe"] == recipe]["total"].round(2).min()
+        assert f"**{best:.2f}**" in section
     assert (proj / "plots" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
-    assert len(json.loads((proj / "metrics" / "comparison.json").read_text())) == 8
+    comparison = json.loads((proj / "metrics" / "comparison.json").read_text())
+    assert list(comparison) == PARAMS["recipes"] and all(len(v) == per_recipe for v in comparison.values())
     assert "Running stage 'compare'" in out
 
 
@@ -116,7 +122,7 @@ def test_dvc_sees_the_pipeline_as_up_to_date_and_shows_metrics_and_plots(project
     assert "up to date" in sh(DVC, "status", cwd=proj, env=env)
     metrics = json.loads(sh(DVC, "metrics", "show", "--json", cwd=proj, env=env))
     workspace = next(iter(metrics.values()))  # keyed "" or "workspace", by DVC version
-    assert len(workspace["data"]["metrics/comparison.json"]["data"]) == 8
+    assert list(workspace["data"]["metrics/comparison.json"]["data"]) == PARAMS["recipes"]
     r = subprocess.run([DVC, "plots", "show", "-o", "plots_html"], cwd=proj, env=env, capture_output=True, text=True)
     assert r.returncode == 0 and "failed" not in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
     html = (proj / "plots_html" / "index.html").read_text()

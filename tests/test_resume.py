@@ -7,12 +7,12 @@ import time
 
 from tests.test_pipeline import DVC, make_project, sh
 
-RUN = "deep_mlp-2"
+RUN = "tuned-deep_mlp-2"  # warm-up and the lr schedule must resume too
 
 
 def test_killed_training_resumes_to_identical_metrics(tmp_path, mnist_mirror):
     env = make_project(tmp_path, mnist_mirror, {
-        "families": ["deep_mlp"], "latent_dims": [2], "train.epochs": 4, "data.train_subset": 12000})
+        "recipes": ["tuned"], "families": ["deep_mlp"], "latent_dims": [2], "train.epochs": 4, "data.train_subset": 12000})
     sh(DVC, "repro", "download", cwd=tmp_path, env=env)
     ckpt = tmp_path / "checkpoints" / f"{RUN}.pt"
 

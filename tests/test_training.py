@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from vae.training import TrainingDiverged, batches, evaluate, load_model, save_model, train
+from vae.training import (TrainingDiverged, batches, evaluate, kl_weight, learning_rate, load_model,
+                          save_model, train)
 
-TCFG = {"optimizer": "adam", "lr": 1e-3, "epochs": 2, "batch_size": 32, "seed": 0,
+TCFG = {"optimizer": "adam", "lr": 1e-3, "lr_schedule": "constant", "kl_warmup_epochs": 0, "free_bits": 0.0, "epochs": 2, "batch_size": 32, "seed": 0,
         "grad_clip": None, "logvar_clamp": None, "precision": "fp32", "channels_last": True, "device": "cpu"}
 CFG = {"hidden": 16}
 
@@ -52,7 +53,7 @@ def test_checkpoint_with_other_fingerprint_is_not_resumed(tmp_path, capsys):
 def test_nan_loss_stops_with_run_epoch_step_and_fix(tmp_path):
     x = data()
     x[70] = float("nan")
-    with pytest.raises(TrainingDiverged, match=r"simple_mlp-2: loss is nan at epoch 1, step \d+; try a lower train.lr"):
+    with pytest.raises(TrainingDiverged, match=r"simple_mlp-2: loss is nan at epoch 1, step \d+; try a lower lr"):
         run(tmp_path, x=x)
 
 
@@ -81,3 +82,31 @@ def test_device_auto_falls_back_to_cpu_and_cuda_is_checked():
 def test_bf16_and_channels_last_options_train(tmp_path):
     _, h = run(tmp_path, {**TCFG, "epochs": 1, "precision": "bf16", "channels_last": False})
     assert all(torch.isfinite(torch.tensor(v)) for v in h[-1].values())
+
+
+def test_cosine_lr_falls_from_lr_to_zero_and_constant_stays():
+    cos = {**TCFG, "lr": 1e-3, "lr_schedule": "cosine"}
+    assert learning_rate(cos, 0, 100) == pytest.approx(1e-3)
+    assert learning_rate(cos, 50, 100) == pytest.approx(5e-4)
+    assert learning_rate(cos, 99, 100) < 1e-6
+    assert all(learning_rate(cos, s, 100) >= learning_rate(cos, s + 1, 100) for s in range(99))
+    assert {learning_rate(TCFG, s, 100) for s in range(100)} == {TCFG["lr"]}
+
+
+def test_kl_warmup_ramps_linearly_then_holds_at_one():
+    warm = {**TCFG, "kl_warmup_epochs": 2}
+    w = [kl_weight(warm, s, 10) for s in range(30)]
+    assert w[0] == pytest.approx(0.05) and w[9] == pytest.approx(0.5) and w[19] == 1.0 and w[29] == 1.0
+    assert all(a < b for a, b in zip(w[:19], w[1:20]))
+    assert {kl_weight(TCFG, s, 10) for s in range(30)} == {1.0}
+
+
+def test_remedies_are_logged_per_epoch_and_reported_losses_stay_the_elbo(tmp_path):
+    tuned = {**TCFG, "epochs": 3, "lr_schedule": "cosine", "kl_warmup_epochs": 2, "free_bits": 0.5}
+    model, history = run(tmp_path, tuned)
+    assert [round(h["kl_weight"], 6) for h in history] == [0.5, 1.0, 1.0]
+    assert history[0]["lr"] > history[1]["lr"] > history[2]["lr"] >= 0
+    # What is reported is the plain negative ELBO, not the objective with warm-up or free bits.
+    assert history[-1]["test_total"] == pytest.approx(evaluate(model, data(50, 1), 25, 1)["total"])
+    for h in history:
+        assert h["train_total"] == pytest.approx(h["train_recon"] + h["train_kl"])

@@ -18,6 +18,9 @@ DATASETS = ("mnist",)
 DEVICES = ("cpu", "cuda", "mps", "auto")
 OPTIMIZERS = ("adam",)
 PRECISIONS = ("fp32", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
+TRAIN_KEYS = ("optimizer", "lr", "lr_schedule", "kl_warmup_epochs", "free_bits", "epochs", "batch_size",
+              "seed", "grad_clip", "logvar_clamp", "precision", "channels_last", "device")
 BEST = ("min", "max")
 COMPARE_COLUMNS = ("total", "recon", "kl", "nll", "elbo_gap", "active_units", "mutual_info")
 
@@ -38,13 +41,19 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     return params
 
 
-def run_name(family: str, z: int) -> str:
-    """The name shared by a run's DVC stages and its files: `conv-2`."""
-    return f"{family}-{z}"
+def run_name(recipe: str, family: str, z: int) -> str:
+    """The name shared by a run's DVC stages and its files: `tuned-conv-2`."""
+    return f"{recipe}-{family}-{z}"
 
 
-def runs(params: dict) -> list[tuple[str, int]]:
-    return [(f, z) for f in params["families"] for z in params["latent_dims"]]
+def runs(params: dict) -> list[tuple[str, str, int]]:
+    """(recipe, family, z) of every run, in the order of dvc.yaml's matrix."""
+    return [(r, f, z) for r in params["recipes"] for f in params["families"] for z in params["latent_dims"]]
+
+
+def train_config(params: dict, recipe: str) -> dict:
+    """`train` with the recipe's overrides applied."""
+    return {**params["train"], **(params["recipe"][recipe] or {})}
 
 
 # --- validation -------------------------------------------------------------
@@ -55,16 +64,19 @@ def _section(params: dict, key: str, allowed: tuple[str, ...]) -> dict:
     sec = params[key]
     if not isinstance(sec, dict):
         raise ParamsError(f"params.yaml: '{key}' must be a mapping, got {sec!r}")
-    for k in sec:
-        if k not in allowed:
-            hint = difflib.get_close_matches(str(k), allowed, n=1)
-            did = f" (did you mean '{key}.{hint[0]}'?)" if hint else ""
-            raise ParamsError(
-                f"params.yaml: unknown key '{key}.{k}'{did}; allowed: {', '.join(allowed)}")
+    _reject_unknown(sec, key, allowed, f"allowed: {', '.join(allowed)}")
     for k in allowed:
         if k not in sec:
             raise ParamsError(f"params.yaml: missing key '{key}.{k}'")
     return sec
+
+
+def _reject_unknown(sec: dict, prefix: str, allowed: tuple[str, ...], listing: str) -> None:
+    for k in sec:
+        if k not in allowed:
+            hint = difflib.get_close_matches(str(k), allowed, n=1)
+            did = f" (did you mean '{prefix}.{hint[0]}'?)" if hint else ""
+            raise ParamsError(f"params.yaml: unknown key '{prefix}.{k}'{did}; {listing}")
 
 
 def _is_int(v) -> bool:
@@ -140,19 +152,8 @@ def validate(params: dict) -> None:
             elif not _is_int(v) or v < 1:
                 raise ParamsError(f"params.yaml: '{name}' must be an integer >= 1, got {v!r}")
 
-    train = _section(params, "train", ("optimizer", "lr", "epochs", "batch_size", "seed",
-                                       "grad_clip", "logvar_clamp", "precision", "channels_last", "device"))
-    _choice(train, "optimizer", "train.optimizer", OPTIMIZERS)
-    _float(train, "lr", "train.lr")
-    _int(train, "epochs", "train.epochs")
-    _int(train, "batch_size", "train.batch_size")
-    _int(train, "seed", "train.seed", lo=0)
-    for k in ("grad_clip", "logvar_clamp"):
-        if train[k] is not None:
-            _float(train, k, f"train.{k}")
-    _choice(train, "precision", "train.precision", PRECISIONS)
-    _choice(train, "channels_last", "train.channels_last", (True, False))
-    _choice(train, "device", "train.device", DEVICES)
+    _validate_train(_section(params, "train", TRAIN_KEYS), "train")
+    _validate_recipes(params)
 
     ev = _section(params, "eval", ("seed", "batch_size", "z_samples", "study_batch_size", "nll_samples",
                                    "nll_images", "nll_batch", "active_threshold", "collapse_kl"))
@@ -178,3 +179,47 @@ def validate(params: dict) -> None:
                           f"to min or max, got {best!r}")
     for c in best:
         _choice(best, c, f"compare.best.{c}", BEST)
+
+
+def _validate_train(train: dict, prefix: str) -> None:
+    _choice(train, "optimizer", f"{prefix}.optimizer", OPTIMIZERS)
+    _float(train, "lr", f"{prefix}.lr")
+    _choice(train, "lr_schedule", f"{prefix}.lr_schedule", LR_SCHEDULES)
+    _int(train, "kl_warmup_epochs", f"{prefix}.kl_warmup_epochs", lo=0)
+    _float(train, "free_bits", f"{prefix}.free_bits", strict=False)
+    _int(train, "epochs", f"{prefix}.epochs")
+    _int(train, "batch_size", f"{prefix}.batch_size")
+    _int(train, "seed", f"{prefix}.seed", lo=0)
+    for k in ("grad_clip", "logvar_clamp"):
+        if train[k] is not None:
+            _float(train, k, f"{prefix}.{k}")
+    _choice(train, "precision", f"{prefix}.precision", PRECISIONS)
+    _choice(train, "channels_last", f"{prefix}.channels_last", (True, False))
+    _choice(train, "device", f"{prefix}.device", DEVICES)
+
+
+def _validate_recipes(params: dict) -> None:
+    """`recipes` lists the recipes to run; `recipe.NAME` overrides keys of `train` for that recipe."""
+    for key in ("recipes", "recipe"):
+        if key not in params:
+            raise ParamsError(f"params.yaml: missing key '{key}'")
+    names, defs = params["recipes"], params["recipe"]
+    if not isinstance(defs, dict):
+        raise ParamsError(f"params.yaml: 'recipe' must map recipe names to overrides of 'train', got {defs!r}")
+    if (not isinstance(names, list) or not names or len(set(names)) != len(names)
+            or not all(isinstance(n, str) and n for n in names)):
+        raise ParamsError(f"params.yaml: 'recipes' must be a non-empty list of distinct names, got {names!r}")
+    for name in names:
+        if name not in defs:
+            raise ParamsError(f"params.yaml: 'recipes' lists {name!r} but 'recipe.{name}' is not defined; "
+                              f"defined: {', '.join(map(str, defs)) or 'none'}")
+        if "-" in name:  # run names are RECIPE-FAMILY-Z
+            raise ParamsError(f"params.yaml: recipe name {name!r} must not contain '-'")
+    for name, over in defs.items():
+        over = over or {}
+        if not isinstance(over, dict):
+            raise ParamsError(f"params.yaml: 'recipe.{name}' must be a mapping of 'train' keys, got {over!r}")
+        _reject_unknown(over, f"recipe.{name}", TRAIN_KEYS,
+                        f"a recipe overrides keys of 'train': {', '.join(TRAIN_KEYS)}")
+        # `train` is already valid, so any error here is in an override, named as the user wrote it.
+        _validate_train({**params["train"], **over}, f"recipe.{name}")

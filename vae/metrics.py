@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from vae.losses import reconstruction_nll
+from vae.losses import kl_per_dimension, reconstruction_nll
 from vae.models import VAE
 
 LOG_2PI = math.log(2 * math.pi)
@@ -63,10 +63,9 @@ def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
     return int((mu.var(dim=0) > threshold).sum())
 
 
-def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> list[float]:
+def mean_kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> list[float]:
     """Mean over images of each latent dimension's KL to N(0, 1), in nats."""
-    per_dim = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
-    return per_dim.mean(0).tolist()
+    return kl_per_dimension(mu, logvar).mean(0).tolist()
 
 
 @torch.no_grad()
@@ -116,7 +115,7 @@ def full_report(model: VAE, x: torch.Tensor, *, nll_samples: int, nll_images: in
         subset = x[torch.randperm(len(x), generator=g)[:nll_images]]
     nll = torch.cat([importance_sampled_nll(model, xb, nll_samples, g) for xb in subset.split(nll_batch)])
     mu, logvar = posterior_stats(model, x, batch_size)
-    kl_dims = kl_per_dimension(mu, logvar)
+    kl_dims = mean_kl_per_dimension(mu, logvar)
     active = active_units(mu, au_threshold)
     reasons = collapse(active, model.z_dim, kl_dims, kl_threshold)
     return {

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from vae import io, paths
+from vae.config import run_name
 
 TERMS = ("total", "recon", "kl")
 # Columns of the comparison, in order, with their headers; integer columns print without decimals.
@@ -30,17 +31,18 @@ STUDY_TABLE = {
 }
 
 
-def load_metrics(run_list: list[tuple[str, int]]) -> pd.DataFrame:
+def load_metrics(run_list: list[tuple[str, str, int]]) -> pd.DataFrame:
     """One row per run, in params order; the run list comes from params, not a glob,
     so files left behind by runs no longer in the matrix are ignored."""
     rows = []
-    for family, z in run_list:
-        path = paths.metrics(f"{family}-{z}")
+    for recipe, family, z in run_list:
+        run = run_name(recipe, family, z)
+        path = paths.metrics(run)
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing; run `dvc repro evaluate@{family}-{z}`")
+            raise FileNotFoundError(f"{path} is missing; run `dvc repro evaluate@{run}`")
         m = json.loads(path.read_text())
         last = m["study_last_batch"]
-        rows.append({"run": f"{family}-{z}", "family": family, "z": z,
+        rows.append({"run": run, "recipe": recipe, "family": family, "z": z,
                      **{t: m[t] for t in TERMS}, **{k: m[k] for k in METRIC_KEYS},
                      "collapse_reasons": "; ".join(m["collapse_reasons"]), "parameters": m["parameters"],
                      **{f"last_{t}": last[t] for t in TERMS}, "last_images": last["images"],
@@ -60,15 +62,26 @@ def bold_best(df: pd.DataFrame, best: dict[str, str], digits: int = 2) -> pd.Dat
     return out
 
 
-def markdown(df: pd.DataFrame, best: dict[str, str]) -> str:
+def _one(df: pd.DataFrame, col: str) -> str:
+    """The value a column has in every row, or all of them joined by '/'."""
+    vals = sorted(set(df[col]))
+    return str(vals[0]) if len(vals) == 1 else "/".join(map(str, vals))
+
+
+def recipe_table(df: pd.DataFrame, best: dict[str, str]) -> str:
+    """One recipe's runs as a Markdown table, the best value of each column in bold."""
     cols = list(COLUMNS)
     table = bold_best(df[["family", "z", *cols]], best)
     for c in set(cols) - set(best):
         table[c] = df[c].map(lambda v, c=c: f"{v:.0f}" if c in INTEGER else f"{v:.2f}")
     table["collapse"] = ["⚠ " + r if c else "" for c, r in zip(df["collapsed"], df["collapse_reasons"])]
     table["parameters"] = df["parameters"].map("{:,}".format)
-    table = table.rename(columns=COLUMNS)
+    return table.rename(columns=COLUMNS).to_markdown(index=False, disable_numparse=True)
+
+
+def markdown(df: pd.DataFrame, best: dict[str, str]) -> str:
     rules = ", ".join(f"{COLUMNS[c]} {how}" for c, how in best.items())
+    recipes = list(dict.fromkeys(df["recipe"]))
     lines = [
         "# VAE comparison on MNIST",
         "",
@@ -77,53 +90,83 @@ def markdown(df: pd.DataFrame, best: dict[str, str]) -> str:
         f"ELBO terms; IS-NLL = −log p(x) with K={_one(df, 'nll_samples')} importance samples on a fixed "
         f"random subset of {_one(df, 'nll_images')} test images). ELBO gap = −ELBO − IS-NLL. "
         "Active units: latent dimensions with Var_x(E[z_d|x]) > threshold; MI: I_q(x; z) in nats. "
-        f"Bold: best per column ({rules}).",
-        "",
-        table.to_markdown(index=False, disable_numparse=True),
+        f"Bold: best per column within a recipe ({rules}). Recipes are defined in params.yaml "
+        "(`train`, overridden by `recipe.NAME`).",
         "",
     ]
+    for recipe in recipes:
+        lines += [f"## Recipe `{recipe}`", "", recipe_table(df[df["recipe"] == recipe], best), ""]
     if df["collapsed"].any():
         lines += ["⚠ marks posterior collapse: fewer active units than z, or a latent dimension "
                   "whose KL is below `eval.collapse_kl`. A collapsed run's low KL is not a virtue.", ""]
-    study = [(r, STUDY_TABLE.get((r.family, r.z))) for r in df.itertuples()]
-    if any(s for _, s in study):
-        lines += [
-            "## Next to the study's table",
-            "",
-            "The study's numbers are assumed (not known) to be sums over the 16 images of the "
-            "last, partial test batch of 128. Ours in the same units are in the `last 16` columns.",
-            "",
-            "| family | z | study total | study recon | study KL | ours total (last 16) "
-            "| ours recon (last 16) | ours KL (last 16) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for r, s in study:
-            s = s or ("–",) * 3
-            lines.append(f"| {r.family} | {r.z} | {s[0]} | {s[1]} | {s[2]} | "
-                         f"{r.last_total:.1f} | {r.last_recon:.1f} | {r.last_kl:.1f} |")
-        lines.append("")
+    if len(recipes) > 1:
+        lines += recipe_deltas(df, recipes)
+    lines += study_comparison(df[df["recipe"] == recipes[0]], recipes[0])
     return "\n".join(lines)
 
 
-def _one(df: pd.DataFrame, col: str) -> str:
-    vals = sorted(set(df[col]))
-    return str(vals[0]) if len(vals) == 1 else "/".join(map(str, vals))
+def recipe_deltas(df: pd.DataFrame, recipes: list[str]) -> list[str]:
+    """−ELBO and IS-NLL of every recipe side by side, with each recipe's change from the first."""
+    base = recipes[0]
+    wide = df.pivot_table(index=["family", "z"], columns="recipe", values=["total", "nll"], sort=False)
+    header = ["family", "z"]
+    for r in recipes:
+        header += [f"−ELBO {r}"] + ([f"Δ {r}"] if r != base else [])
+    for r in recipes:
+        header += [f"IS-NLL {r}"]
+    rows = []
+    for (family, z), v in wide.iterrows():
+        cells = [family, str(z)]
+        for r in recipes:
+            cells.append(f"{v[('total', r)]:.2f}")
+            if r != base:
+                cells.append(f"{v[('total', r)] - v[('total', base)]:+.2f}")
+        cells += [f"{v[('nll', r)]:.2f}" for r in recipes]
+        rows.append(cells)
+    return [f"## Recipes side by side (nats per image; Δ = change from `{base}`, negative is better)", "",
+            "| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * len(header)) + " |",
+            *("| " + " | ".join(c) + " |" for c in rows), ""]
 
 
-def load_curves(run_list: list[tuple[str, int]]) -> pd.DataFrame:
+def study_comparison(df: pd.DataFrame, recipe: str) -> list[str]:
+    study = [(r, STUDY_TABLE.get((r.family, r.z))) for r in df.itertuples()]
+    if not any(s for _, s in study):
+        return []
+    lines = [
+        "## Next to the study's table",
+        "",
+        "The study's numbers are assumed (not known) to be sums over the 16 images of the "
+        f"last, partial test batch of 128. Ours (recipe `{recipe}`) in the same units are in the "
+        "`last 16` columns.",
+        "",
+        "| family | z | study total | study recon | study KL | ours total (last 16) "
+        "| ours recon (last 16) | ours KL (last 16) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r, s in study:
+        s = s or ("–",) * 3
+        lines.append(f"| {r.family} | {r.z} | {s[0]} | {s[1]} | {s[2]} | "
+                     f"{r.last_total:.1f} | {r.last_recon:.1f} | {r.last_kl:.1f} |")
+    return lines + [""]
+
+
+def load_curves(run_list: list[tuple[str, str, int]]) -> pd.DataFrame:
     """Every run's per-epoch history in one long table with a `run` column, for dvc plots."""
-    frames = [pd.read_csv(paths.history(f"{f}-{z}")).assign(run=f"{f}-{z}") for f, z in run_list]
-    curves = pd.concat(frames, ignore_index=True)
+    names = [run_name(*r) for r in run_list]
+    curves = pd.concat([pd.read_csv(paths.history(n)).assign(run=n) for n in names], ignore_index=True)
     return curves[["run", *[c for c in curves.columns if c != "run"]]]
 
 
 def write_comparison(df: pd.DataFrame, curves: pd.DataFrame, best: dict[str, str], json_path: Path,
                      csv_path: Path, curves_path: Path, md_path: Path, png_path: Path) -> None:
-    io.write_json(json_path, {r.run: {**{c: round(float(getattr(r, c)), 4) for c in COLUMNS if c not in INTEGER},
-                                      **{c: int(getattr(r, c)) for c in INTEGER},
-                                      "collapsed": bool(r.collapsed)}
-                              for r in df.itertuples()})
-    io.write_text(csv_path, df[["run", "family", "z", *COLUMNS]].to_csv(index=False, float_format="%.4f"))
+    # Nested by recipe, so `dvc metrics diff` shows keys like tuned.conv-2.total.
+    comparison: dict[str, dict] = {}
+    for r in df.itertuples():
+        comparison.setdefault(r.recipe, {})[f"{r.family}-{r.z}"] = {
+            **{c: round(float(getattr(r, c)), 4) for c in COLUMNS if c not in INTEGER},
+            **{c: int(getattr(r, c)) for c in INTEGER}, "collapsed": bool(r.collapsed)}
+    io.write_json(json_path, comparison)
+    io.write_text(csv_path, df[["run", "recipe", "family", "z", *COLUMNS]].to_csv(index=False, float_format="%.4f"))
     io.write_text(curves_path, curves.to_csv(index=False, float_format="%.4f"))
     io.write_text(md_path, markdown(df, best))
     bar_chart(df, png_path)
@@ -136,7 +179,7 @@ def bar_chart(df: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     cols = ["total", "nll", "recon", "kl", "mutual_info"]
-    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 3.6), sharey=True)
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 1.2 + 0.25 * max(len(df), 10)), sharey=True)
     colors = ["tab:red" if c else "tab:blue" for c in df["collapsed"]]
     for ax, c in zip(axes, cols):
         ax.barh(df["run"], df[c], color=colors)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io as _io
+import io
 import json
 import math
 import time
@@ -18,12 +18,14 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from vae import io
-from vae.losses import negative_elbo
+from vae.io import write_bytes, write_text
+from vae.losses import negative_elbo, training_objective
 from vae.models import VAE, build_model
 
 TERMS = ("total", "recon", "kl")
-HISTORY_COLUMNS = ["epoch"] + [f"{s}_{t}" for s in ("train", "test") for t in TERMS] + ["seconds"]
+# lr and kl_weight are the values at the epoch's last step.
+HISTORY_COLUMNS = (["epoch"] + [f"{s}_{t}" for s in ("train", "test") for t in TERMS]
+                   + ["lr", "kl_weight", "seconds"])
 
 
 class TrainingDiverged(RuntimeError):
@@ -44,6 +46,19 @@ def resolve_device(name: str) -> torch.device:
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def learning_rate(tcfg: dict, step: int, total_steps: int) -> float:
+    """The lr of optimiser step `step` (0-based); a function of the step, so resuming needs no state."""
+    if tcfg["lr_schedule"] == "cosine":  # from lr down to 0 over the whole run
+        return 0.5 * tcfg["lr"] * (1.0 + math.cos(math.pi * step / total_steps))
+    return tcfg["lr"]
+
+
+def kl_weight(tcfg: dict, step: int, steps_per_epoch: int) -> float:
+    """KL warm-up: the KL term's weight rises linearly from ~0 to 1 over kl_warmup_epochs."""
+    warmup = tcfg["kl_warmup_epochs"] * steps_per_epoch
+    return 1.0 if warmup == 0 else min(1.0, (step + 1) / warmup)
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None = None):
@@ -74,9 +89,9 @@ def fingerprint(*parts) -> str:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     torch.save(state, buf)
-    io.write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -89,12 +104,12 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def write_history(path: Path, rows: list[dict]) -> None:
-    buf = _io.StringIO()
+    buf = io.StringIO()
     w = csv.DictWriter(buf, HISTORY_COLUMNS, lineterminator="\n")
     w.writeheader()
     for r in rows:
         w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
-    io.write_text(path, buf.getvalue())
+    write_text(path, buf.getvalue())
 
 
 def train(run: str, family: str, z: int, model_cfg: dict, tcfg: dict, train_x: torch.Tensor,
@@ -126,6 +141,8 @@ def train(run: str, family: str, z: int, model_cfg: dict, tcfg: dict, train_x: t
     for row in history:  # DVC clears the log dir before a stage runs: replay resumed epochs
         _log(writer, row)
 
+    steps_per_epoch = math.ceil(len(train_x) / tcfg["batch_size"])
+    total_steps = steps_per_epoch * tcfg["epochs"]
     bar = tqdm(range(len(history) + 1, tcfg["epochs"] + 1), desc=run, unit="epoch",
                initial=len(history), total=tcfg["epochs"], disable=None)  # None: off when not a TTY
     for epoch in bar:
@@ -135,15 +152,20 @@ def train(run: str, family: str, z: int, model_cfg: dict, tcfg: dict, train_x: t
         sums = dict.fromkeys(TERMS, 0.0)
         for step, idx in enumerate(tqdm(batches(len(train_x), tcfg["batch_size"], g),
                                         desc=f"epoch {epoch}", leave=False, disable=None)):
+            global_step = (epoch - 1) * steps_per_epoch + step
+            lr = learning_rate(tcfg, global_step, total_steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            beta = kl_weight(tcfg, global_step, steps_per_epoch)
             xb = train_x[idx.to(device)]
             noise = torch.randn(len(xb), z, generator=g).to(device)
             with autocast:
                 terms = negative_elbo(model, xb, noise)
-            loss = terms["total"].float().mean()
+            loss = training_objective(terms, beta, tcfg["free_bits"])
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"{run}: loss is {loss.item()} at epoch {epoch}, step {step}; try a lower "
-                    f"train.lr (now {tcfg['lr']}), train.grad_clip (e.g. 100) or train.logvar_clamp (e.g. 10)")
+                    f"lr (now {tcfg['lr']}), grad_clip (e.g. 100) or logvar_clamp (e.g. 10) in train or the recipe")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tcfg["grad_clip"] is not None:
@@ -156,7 +178,8 @@ def train(run: str, family: str, z: int, model_cfg: dict, tcfg: dict, train_x: t
         row.update({f"test_{t}": v for t, v in test.items()})
         if not all(math.isfinite(v) for v in row.values()):
             raise TrainingDiverged(f"{run}: non-finite test loss after epoch {epoch}: {test}; "
-                                   f"try a lower train.lr (now {tcfg['lr']})")
+                                   f"try a lower lr (now {tcfg['lr']})")
+        row.update(lr=lr, kl_weight=beta)
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         _log(writer, row)
@@ -174,6 +197,8 @@ def _log(writer: SummaryWriter, row: dict) -> None:
     for split in ("train", "test"):
         for t in TERMS:
             writer.add_scalar(f"{split}/{t}", row[f"{split}_{t}"], row["epoch"])
+    writer.add_scalar("schedule/lr", row["lr"], row["epoch"])
+    writer.add_scalar("schedule/kl_weight", row["kl_weight"], row["epoch"])
     writer.flush()
 
 
@@ -189,7 +214,7 @@ def load_model(path: Path, family: str, z: int) -> tuple[VAE, dict]:
         raise RuntimeError(f"{path}: not a model file written by stages/train.py")
     if (state["family"], state["z"]) != (family, z):
         raise RuntimeError(f"{path}: holds a {state['family']} model with z={state['z']}, "
-                           f"expected {family} with z={z}; rerun `dvc repro train@{family}-{z}`")
+                           f"expected {family} with z={z}; rerun `dvc repro train@{path.stem}`")
     model = build_model(family, z, state["model_cfg"], state.get("logvar_clamp"))
     model.load_state_dict(state["state_dict"])
     return model.eval(), state
