@@ -34,9 +34,9 @@ def main() -> None:
     print(f"{'run':<20}{'parameters':>12}{'s/epoch':>10}{'img/s':>9}")
     for recipe, family, z in runs(params):
         run = run_name(recipe, family, z)
-        tcfg = {**train_config(params, recipe), "epochs": args.epochs}
         if args.runs and run not in args.runs:
             continue
+        tcfg = {**train_config(params, recipe), "epochs": args.epochs}
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             model, history = train(run, family, z, params["models"][family], tcfg, train_x, test_x,
