@@ -152,7 +152,7 @@ def validate(params: dict) -> None:
             elif not _is_int(v) or v < 1:
                 raise ParamsError(f"params.yaml: '{name}' must be an integer >= 1, got {v!r}")
 
-    _validate_train(_section(params, "train", TRAIN_KEYS), "train")
+    validate_train(_section(params, "train", TRAIN_KEYS), "train")
     _validate_recipes(params)
 
     ev = _section(params, "eval", ("seed", "batch_size", "z_samples", "study_batch_size", "nll_samples",
@@ -181,7 +181,8 @@ def validate(params: dict) -> None:
         _choice(best, c, f"compare.best.{c}", BEST)
 
 
-def _validate_train(train: dict, prefix: str) -> None:
+def validate_train(train: dict, prefix: str) -> None:
+    """Check a full set of `train` settings; errors name keys as `PREFIX.KEY`."""
     _choice(train, "optimizer", f"{prefix}.optimizer", OPTIMIZERS)
     _float(train, "lr", f"{prefix}.lr")
     _choice(train, "lr_schedule", f"{prefix}.lr_schedule", LR_SCHEDULES)
@@ -222,4 +223,4 @@ def _validate_recipes(params: dict) -> None:
         _reject_unknown(over, f"recipe.{name}", TRAIN_KEYS,
                         f"a recipe overrides keys of 'train': {', '.join(TRAIN_KEYS)}")
         # `train` is already valid, so any error here is in an override, named as the user wrote it.
-        _validate_train({**params["train"], **over}, f"recipe.{name}")
+        validate_train({**params["train"], **over}, f"recipe.{name}")
