@@ -7,17 +7,13 @@ test evaluation) and an estimate of the whole study at params' epoch count.
     python -m benchmarks.epoch_time [--epochs 1] [--runs study-conv-2 tuned-residual-1]
 """
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from vae import paths
+from benchmarks.common import load_mnist, train_scratch
 from vae.config import load_params, run_name, runs, train_config
-from vae.data import load_split, to_float
 from vae.models import count_parameters
-from vae.training import train
 
 
 def main() -> None:
@@ -26,9 +22,7 @@ def main() -> None:
     ap.add_argument("--runs", nargs="*", help="run names (default: all in params.yaml)")
     args = ap.parse_args()
     params = load_params()
-    torch.set_flush_denormal(True)
-    train_x = to_float(load_split(paths.DATA, "train")[0])
-    test_x = to_float(load_split(paths.DATA, "test")[0])
+    train_x, test_x = load_mnist()
     total = 0.0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(train_x)} training images")
     print(f"{'run':<20}{'parameters':>12}{'s/epoch':>10}{'img/s':>9}")
@@ -36,14 +30,10 @@ def main() -> None:
         run = run_name(recipe, family, z)
         if args.runs and run not in args.runs:
             continue
-        tcfg = {**train_config(params, recipe), "epochs": args.epochs}
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            model, history = train(run, family, z, params["models"][family], tcfg, train_x, test_x,
-                                   checkpoint=Path(tmp) / "c.pt", log_dir=Path(tmp) / "logs",
-                                   eval_seed=params["eval"]["seed"],
-                                   eval_batch_size=params["eval"]["batch_size"], fp="bench")
-            per_epoch = (time.perf_counter() - t0) / args.epochs
+        tcfg = {**train_config(params, recipe, family), "epochs": args.epochs}
+        t0 = time.perf_counter()
+        model, _ = train_scratch(run, family, z, params, tcfg, train_x, test_x)
+        per_epoch = (time.perf_counter() - t0) / args.epochs
         total += per_epoch * params["train"]["epochs"]
         print(f"{run:<20}{count_parameters(model):>12,}{per_epoch:>10.1f}{len(train_x) / per_epoch:>9.0f}")
     print(f"estimated training time of the study at {params['train']['epochs']} epochs: "

@@ -10,16 +10,12 @@ appended to a JSON-lines file, so a sweep reads as one table:
 """
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
-import torch
 from ruamel.yaml import YAML
 
-from vae import paths
+from benchmarks.common import load_mnist, train_scratch
 from vae.config import TRAIN_KEYS, ParamsError, load_params, train_config, validate_train
-from vae.data import load_split, to_float
-from vae.training import train
 
 RESULTS = Path("benchmarks/pilots.jsonl")
 
@@ -63,20 +59,13 @@ def main() -> None:
     if args.family not in params["models"]:
         ap.error(f"unknown family {args.family!r}; params.yaml defines: {', '.join(params['models'])}")
     over = parse_overrides(args.overrides)
-    tcfg = {**train_config(params, args.recipe), **over}
+    tcfg = {**train_config(params, args.recipe, args.family), **over}
     try:
-        validate_train(tcfg, "OVERRIDE")
+        validate_train(tcfg)  # the recipe is valid already, so an error names an override
     except ParamsError as e:
-        raise SystemExit(str(e).replace("params.yaml: 'OVERRIDE.", "pilot: override '")) from None
-    torch.set_flush_denormal(True)  # as the stages do (stages/common.py): same speed, same numbers
+        raise SystemExit(f"pilot: override {e}") from None
     name = "-".join([args.recipe, args.family, str(args.z)] + [f"{k}={v}" for k, v in over.items()])
-    train_x = to_float(load_split(paths.DATA, "train")[0])
-    test_x = to_float(load_split(paths.DATA, "test")[0])
-    with tempfile.TemporaryDirectory() as tmp:
-        _, history = train(name, args.family, args.z, params["models"][args.family], tcfg, train_x, test_x,
-                           checkpoint=Path(tmp) / "c.pt", log_dir=Path(tmp) / "logs",
-                           eval_seed=params["eval"]["seed"], eval_batch_size=params["eval"]["batch_size"],
-                           fp="pilot")
+    _, history = train_scratch(name, args.family, args.z, params, tcfg, *load_mnist())
     last = history[-1]
     result = {"run": f"{args.recipe}-{args.family}-{args.z}", "overrides": over,
               **{k: round(last[k], 3) for k in ("test_total", "test_recon", "test_kl", "train_total")},

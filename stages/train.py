@@ -12,7 +12,7 @@ from stages.common import run_args
 
 def main() -> None:
     params, recipe, family, z, run = run_args(__doc__)
-    tcfg, model_cfg = train_config(params, recipe), params["models"][family]
+    tcfg, model_cfg = train_config(params, recipe, family), params["models"][family]
     train_images, _ = load_split(paths.DATA, "train")
     subset = params["data"]["train_subset"]
     if subset:

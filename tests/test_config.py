@@ -45,12 +45,24 @@ def broken(path: str, value):
     ("recipes", ["study", "study"], "recipes"),
     ("recipes", [], "recipes"),
     ("recipe.tuned", [1, 2], "recipe.tuned"),
+    ("recipe.tuned.families", [1], "recipe.tuned.families"),
+    ("recipe.tuned.families.transformer", {"lr": 0.1}, "recipe.tuned.families.transformer"),
+    ("recipe.tuned.families.conv", {"lr": -1}, "recipe.tuned.families.conv.lr"),
+    ("recipe.tuned.families.conv", {"lrr": 0.1}, "recipe.tuned.families.conv.lrr"),
+    ("recipe.tuned.families.conv", 0.1, "recipe.tuned.families.conv"),
 ])
 def test_bad_params_name_the_key(path, value, named):
     with pytest.raises(ParamsError) as e:
         validate(broken(path, value))
     assert named in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_load_params_names_the_file(tmp_path):
+    path = tmp_path / "p.yaml"
+    YAML().dump(broken("train.lr", -1), path.open("w"))
+    with pytest.raises(ParamsError, match=r"p\.yaml: 'train\.lr' must be a number > 0.0, got -1"):
+        load_params(path)
 
 
 def test_mistyped_key_suggests_the_right_one():
@@ -69,9 +81,14 @@ def test_mistyped_recipe_key_suggests_the_train_key():
 
 
 def test_a_recipe_overrides_train_and_the_study_overrides_nothing():
-    assert train_config(BASE, "study") == BASE["train"]
-    tuned = train_config(BASE, "tuned")
-    assert {k for k in tuned if tuned[k] != BASE["train"][k]} == set(BASE["recipe"]["tuned"])
+    for family in BASE["families"]:
+        assert train_config(BASE, "study", family) == BASE["train"]
+    p = copy.deepcopy(BASE)
+    p["recipe"]["tuned"] = {"lr": 1e-3, "free_bits": 0.5, "families": {"simple_mlp": {"lr": 3e-3, "seed": 7}}}
+    conv, mlp = train_config(p, "tuned", "conv"), train_config(p, "tuned", "simple_mlp")
+    assert "families" not in conv and "families" not in mlp
+    assert {k for k in conv if conv[k] != BASE["train"][k]} == {"lr", "free_bits"} and conv["lr"] == 1e-3
+    assert (mlp["lr"], mlp["seed"], mlp["free_bits"]) == (3e-3, 7, 0.5)
     assert runs(BASE)[0] == ("study", BASE["families"][0], BASE["latent_dims"][0])
     assert len(runs(BASE)) == len(BASE["recipes"]) * len(BASE["families"]) * len(BASE["latent_dims"])
 

@@ -2,7 +2,9 @@
 
 ruamel.yaml reads YAML 1.2 (PyYAML would read `1e-3` as a string), and every
 check names the dotted key it failed on, so a typo in `dvc exp run -S` fails
-before any work starts instead of an hour into training.
+before any work starts instead of an hour into training. The checks name keys
+only; `load_params` puts the file in front, so other sources of settings
+(benchmarks/pilot.py's overrides) reuse them under their own name.
 """
 from __future__ import annotations
 
@@ -37,7 +39,10 @@ def load_params(path: str | Path = "params.yaml") -> dict:
         params = YAML(typ="safe", pure=True).load(f)
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
-    validate(params)
+    try:
+        validate(params)
+    except ParamsError as e:
+        raise ParamsError(f"{path}: {e}") from None
     return params
 
 
@@ -51,23 +56,25 @@ def runs(params: dict) -> list[tuple[str, str, int]]:
     return [(r, f, z) for r in params["recipes"] for f in params["families"] for z in params["latent_dims"]]
 
 
-def train_config(params: dict, recipe: str) -> dict:
-    """`train` with the recipe's overrides applied."""
-    return {**params["train"], **(params["recipe"][recipe] or {})}
+def train_config(params: dict, recipe: str, family: str) -> dict:
+    """`train`, overridden by `recipe.RECIPE`, then by `recipe.RECIPE.families.FAMILY`."""
+    over = dict(params["recipe"][recipe] or {})
+    per_family = over.pop("families", None) or {}
+    return {**params["train"], **over, **(per_family.get(family) or {})}
 
 
 # --- validation -------------------------------------------------------------
 
 def _section(params: dict, key: str, allowed: tuple[str, ...]) -> dict:
     if key not in params:
-        raise ParamsError(f"params.yaml: missing section '{key}'")
+        raise ParamsError(f"missing section '{key}'")
     sec = params[key]
     if not isinstance(sec, dict):
-        raise ParamsError(f"params.yaml: '{key}' must be a mapping, got {sec!r}")
+        raise ParamsError(f"'{key}' must be a mapping, got {sec!r}")
     _reject_unknown(sec, key, allowed, f"allowed: {', '.join(allowed)}")
     for k in allowed:
         if k not in sec:
-            raise ParamsError(f"params.yaml: missing key '{key}.{k}'")
+            raise ParamsError(f"missing key '{key}.{k}'")
     return sec
 
 
@@ -76,7 +83,7 @@ def _reject_unknown(sec: dict, prefix: str, allowed: tuple[str, ...], listing: s
         if k not in allowed:
             hint = difflib.get_close_matches(str(k), allowed, n=1)
             did = f" (did you mean '{prefix}.{hint[0]}'?)" if hint else ""
-            raise ParamsError(f"params.yaml: unknown key '{prefix}.{k}'{did}; {listing}")
+            raise ParamsError(f"unknown key '{prefix}.{k}'{did}; {listing}")
 
 
 def _is_int(v) -> bool:
@@ -89,7 +96,7 @@ def _int(sec: dict, key: str, name: str, lo: int = 1, optional: bool = False):
         return
     if not _is_int(v) or v < lo:
         extra = " or null" if optional else ""
-        raise ParamsError(f"params.yaml: '{name}' must be an integer >= {lo}{extra}, got {v!r}")
+        raise ParamsError(f"'{name}' must be an integer >= {lo}{extra}, got {v!r}")
 
 
 def _float(sec: dict, key: str, name: str, lo: float = 0.0, strict: bool = True):
@@ -97,18 +104,18 @@ def _float(sec: dict, key: str, name: str, lo: float = 0.0, strict: bool = True)
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     if not ok or (v <= lo if strict else v < lo):
         op = ">" if strict else ">="
-        raise ParamsError(f"params.yaml: '{name}' must be a number {op} {lo}, got {v!r}")
+        raise ParamsError(f"'{name}' must be a number {op} {lo}, got {v!r}")
 
 
 def _choice(sec: dict, key: str, name: str, allowed):
     v = sec[key]
     if v not in allowed:
-        raise ParamsError(f"params.yaml: '{name}' is {v!r}; allowed: {', '.join(map(str, allowed))}")
+        raise ParamsError(f"'{name}' is {v!r}; allowed: {', '.join(map(str, allowed))}")
 
 
 def _int_list(v, name: str, lo: int = 1):
     if not isinstance(v, list) or not v or not all(_is_int(i) and i >= lo for i in v):
-        raise ParamsError(f"params.yaml: '{name}' must be a non-empty list of integers >= {lo}, got {v!r}")
+        raise ParamsError(f"'{name}' must be a non-empty list of integers >= {lo}, got {v!r}")
 
 
 def validate(params: dict) -> None:
@@ -117,9 +124,9 @@ def validate(params: dict) -> None:
     _choice(data, "dataset", "data.dataset", DATASETS)
     mirrors = data["mirrors"]
     if not isinstance(mirrors, list) or not all(isinstance(m, str) and m for m in mirrors):
-        raise ParamsError(f"params.yaml: 'data.mirrors' must be a list of URLs, got {mirrors!r}")
+        raise ParamsError(f"'data.mirrors' must be a list of URLs, got {mirrors!r}")
     if data["local_mirror"] is not None and not isinstance(data["local_mirror"], str):
-        raise ParamsError("params.yaml: 'data.local_mirror' must be a directory, a file:// URL "
+        raise ParamsError("'data.local_mirror' must be a directory, a file:// URL "
                           f"or null, got {data['local_mirror']!r}")
     _int(data, "retries", "data.retries")
     _float(data, "timeout_s", "data.timeout_s")
@@ -127,19 +134,19 @@ def validate(params: dict) -> None:
 
     for key in ("families", "latent_dims"):
         if key not in params:
-            raise ParamsError(f"params.yaml: missing key '{key}'")
+            raise ParamsError(f"missing key '{key}'")
     fams = params["families"]
     if not isinstance(fams, list) or not fams:
-        raise ParamsError(f"params.yaml: 'families' must be a non-empty list, got {fams!r}")
+        raise ParamsError(f"'families' must be a non-empty list, got {fams!r}")
     for f in fams:
         if f not in FAMILIES:
-            raise ParamsError(f"params.yaml: 'families' has unknown family {f!r}; "
+            raise ParamsError(f"'families' has unknown family {f!r}; "
                               f"allowed: {', '.join(FAMILIES)}")
     if len(set(fams)) != len(fams):
-        raise ParamsError(f"params.yaml: 'families' lists a family twice: {fams!r}")
+        raise ParamsError(f"'families' lists a family twice: {fams!r}")
     _int_list(params["latent_dims"], "latent_dims")
     if len(set(params["latent_dims"])) != len(params["latent_dims"]):
-        raise ParamsError(f"params.yaml: 'latent_dims' lists a size twice: {params['latent_dims']!r}")
+        raise ParamsError(f"'latent_dims' lists a size twice: {params['latent_dims']!r}")
 
     models = _section(params, "models", tuple(FAMILIES))
     for fam, spec in FAMILIES.items():
@@ -150,7 +157,7 @@ def validate(params: dict) -> None:
             if isinstance(v, list):
                 _int_list(v, name)
             elif not _is_int(v) or v < 1:
-                raise ParamsError(f"params.yaml: '{name}' must be an integer >= 1, got {v!r}")
+                raise ParamsError(f"'{name}' must be an integer >= 1, got {v!r}")
 
     validate_train(_section(params, "train", TRAIN_KEYS), "train")
     _validate_recipes(params)
@@ -168,59 +175,76 @@ def validate(params: dict) -> None:
     _int(plot, "grid", "plot.grid", lo=2)
     _float(plot, "quantile", "plot.quantile")
     if not plot["quantile"] < 0.5:
-        raise ParamsError(f"params.yaml: 'plot.quantile' must be in (0, 0.5), got {plot['quantile']!r}")
+        raise ParamsError(f"'plot.quantile' must be in (0, 0.5), got {plot['quantile']!r}")
     _int(plot, "n_recon", "plot.n_recon")
     _int(plot, "n_samples", "plot.n_samples")
 
     cmp_ = _section(params, "compare", ("best",))
     best = cmp_["best"]
     if not isinstance(best, dict) or not set(best) <= set(COMPARE_COLUMNS):
-        raise ParamsError(f"params.yaml: 'compare.best' must map columns among {', '.join(COMPARE_COLUMNS)} "
+        raise ParamsError(f"'compare.best' must map columns among {', '.join(COMPARE_COLUMNS)} "
                           f"to min or max, got {best!r}")
     for c in best:
         _choice(best, c, f"compare.best.{c}", BEST)
 
 
-def validate_train(train: dict, prefix: str) -> None:
-    """Check a full set of `train` settings; errors name keys as `PREFIX.KEY`."""
-    _choice(train, "optimizer", f"{prefix}.optimizer", OPTIMIZERS)
-    _float(train, "lr", f"{prefix}.lr")
-    _choice(train, "lr_schedule", f"{prefix}.lr_schedule", LR_SCHEDULES)
-    _int(train, "kl_warmup_epochs", f"{prefix}.kl_warmup_epochs", lo=0)
-    _float(train, "free_bits", f"{prefix}.free_bits", strict=False)
-    _int(train, "epochs", f"{prefix}.epochs")
-    _int(train, "batch_size", f"{prefix}.batch_size")
-    _int(train, "seed", f"{prefix}.seed", lo=0)
+def validate_train(train: dict, prefix: str = "") -> None:
+    """Check a full set of `train` settings; errors name keys as `PREFIX.KEY` (or `KEY` with no prefix)."""
+    def name(k: str) -> str:
+        return f"{prefix}.{k}" if prefix else k
+
+    _choice(train, "optimizer", name("optimizer"), OPTIMIZERS)
+    _float(train, "lr", name("lr"))
+    _choice(train, "lr_schedule", name("lr_schedule"), LR_SCHEDULES)
+    _int(train, "kl_warmup_epochs", name("kl_warmup_epochs"), lo=0)
+    _float(train, "free_bits", name("free_bits"), strict=False)
+    _int(train, "epochs", name("epochs"))
+    _int(train, "batch_size", name("batch_size"))
+    _int(train, "seed", name("seed"), lo=0)
     for k in ("grad_clip", "logvar_clamp"):
         if train[k] is not None:
-            _float(train, k, f"{prefix}.{k}")
-    _choice(train, "precision", f"{prefix}.precision", PRECISIONS)
-    _choice(train, "channels_last", f"{prefix}.channels_last", (True, False))
-    _choice(train, "device", f"{prefix}.device", DEVICES)
+            _float(train, k, name(k))
+    _choice(train, "precision", name("precision"), PRECISIONS)
+    _choice(train, "channels_last", name("channels_last"), (True, False))
+    _choice(train, "device", name("device"), DEVICES)
 
 
 def _validate_recipes(params: dict) -> None:
-    """`recipes` lists the recipes to run; `recipe.NAME` overrides keys of `train` for that recipe."""
+    """`recipes` lists the recipes to run; `recipe.NAME` overrides keys of `train` for that recipe,
+    and `recipe.NAME.families.FAMILY` overrides them further for one family."""
     for key in ("recipes", "recipe"):
         if key not in params:
-            raise ParamsError(f"params.yaml: missing key '{key}'")
+            raise ParamsError(f"missing key '{key}'")
     names, defs = params["recipes"], params["recipe"]
     if not isinstance(defs, dict):
-        raise ParamsError(f"params.yaml: 'recipe' must map recipe names to overrides of 'train', got {defs!r}")
+        raise ParamsError(f"'recipe' must map recipe names to overrides of 'train', got {defs!r}")
     if (not isinstance(names, list) or not names or len(set(names)) != len(names)
             or not all(isinstance(n, str) and n for n in names)):
-        raise ParamsError(f"params.yaml: 'recipes' must be a non-empty list of distinct names, got {names!r}")
+        raise ParamsError(f"'recipes' must be a non-empty list of distinct names, got {names!r}")
     for name in names:
         if name not in defs:
-            raise ParamsError(f"params.yaml: 'recipes' lists {name!r} but 'recipe.{name}' is not defined; "
+            raise ParamsError(f"'recipes' lists {name!r} but 'recipe.{name}' is not defined; "
                               f"defined: {', '.join(map(str, defs)) or 'none'}")
         if "-" in name:  # run names are RECIPE-FAMILY-Z
-            raise ParamsError(f"params.yaml: recipe name {name!r} must not contain '-'")
+            raise ParamsError(f"recipe name {name!r} must not contain '-'")
+    keys = (*TRAIN_KEYS, "families")
     for name, over in defs.items():
-        over = over or {}
-        if not isinstance(over, dict):
-            raise ParamsError(f"params.yaml: 'recipe.{name}' must be a mapping of 'train' keys, got {over!r}")
-        _reject_unknown(over, f"recipe.{name}", TRAIN_KEYS,
-                        f"a recipe overrides keys of 'train': {', '.join(TRAIN_KEYS)}")
+        if not isinstance(over or {}, dict):
+            raise ParamsError(f"'recipe.{name}' must be a mapping of 'train' keys, got {over!r}")
+        over = dict(over or {})
+        _reject_unknown(over, f"recipe.{name}", keys,
+                        f"a recipe overrides keys of 'train' ({', '.join(TRAIN_KEYS)}) or sets 'families'")
+        per_family = over.pop("families", None) or {}
+        if not isinstance(per_family, dict):
+            raise ParamsError(f"'recipe.{name}.families' must map family names to overrides of 'train', "
+                              f"got {per_family!r}")
+        _reject_unknown(per_family, f"recipe.{name}.families", tuple(FAMILIES), f"families: {', '.join(FAMILIES)}")
         # `train` is already valid, so any error here is in an override, named as the user wrote it.
         validate_train({**params["train"], **over}, f"recipe.{name}")
+        for fam, fam_over in per_family.items():
+            prefix = f"recipe.{name}.families.{fam}"
+            if not isinstance(fam_over, dict):
+                raise ParamsError(f"'{prefix}' must be a mapping of 'train' keys, got {fam_over!r}")
+            _reject_unknown(fam_over, prefix, TRAIN_KEYS, f"a family override sets keys of 'train': "
+                                                          f"{', '.join(TRAIN_KEYS)}")
+            validate_train({**params["train"], **over, **fam_over}, prefix)

@@ -91,7 +91,7 @@ def markdown(df: pd.DataFrame, best: dict[str, str]) -> str:
         f"random subset of {_one(df, 'nll_images')} test images). ELBO gap = −ELBO − IS-NLL. "
         "Active units: latent dimensions with Var_x(E[z_d|x]) > threshold; MI: I_q(x; z) in nats. "
         f"Bold: best per column within a recipe ({rules}). Recipes are defined in params.yaml "
-        "(`train`, overridden by `recipe.NAME`).",
+        "(`train`, overridden by `recipe.NAME`, then by `recipe.NAME.families.FAMILY`).",
         "",
     ]
     for recipe in recipes:
