@@ -12,7 +12,8 @@ import time
 import torch
 
 from benchmarks.common import load_mnist, train_scratch
-from vae.config import load_params, run_name, runs, train_config
+from stages.common import params_or_exit
+from vae.config import run_name, runs, train_config
 from vae.models import count_parameters
 
 
@@ -21,7 +22,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--runs", nargs="*", help="run names (default: all in params.yaml)")
     args = ap.parse_args()
-    params = load_params()
+    params = params_or_exit("epoch_time")
     train_x, test_x = load_mnist()
     total = 0.0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(train_x)} training images")

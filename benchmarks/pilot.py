@@ -15,7 +15,8 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from benchmarks.common import load_mnist, train_scratch
-from vae.config import TRAIN_KEYS, ParamsError, load_params, train_config, validate_train
+from stages.common import params_or_exit
+from vae.config import TRAIN_KEYS, ParamsError, train_config, validate_train
 
 RESULTS = Path("benchmarks/pilots.jsonl")
 
@@ -57,7 +58,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=RESULTS, help="JSON-lines file the result is appended to")
     ap.add_argument("--table", action="store_true", help="print the results file as a table and exit")
     args = ap.parse_args()
-    params = load_params()
+    params = params_or_exit("pilot")
     if args.table:
         return table(args.results, params)
     if args.z is None:

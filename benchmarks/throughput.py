@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from stages.common import params_or_exit
 from vae import paths
-from vae.config import load_params
 from vae.data import FILES, load_split, to_float
 from vae.models import build_model
 from vae.training import train
@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    params = load_params()
+    params = params_or_exit("throughput")
     tcfg = params["train"]
     train_x = to_float(load_split(paths.DATA, "train")[0])
     test_x = to_float(load_split(paths.DATA, "test")[0][:128])  # (a)'s per-epoch test pass, kept small

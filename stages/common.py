@@ -1,9 +1,20 @@
-"""Argument parsing shared by the per-run stages."""
+"""What every stage does first: load params, and for per-run stages parse `RECIPE FAMILY Z`."""
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
-from vae.config import load_params, run_name, runs
+from vae.config import ParamsError, load_params, run_name, runs
+
+
+def params_or_exit(stage: str) -> dict:
+    """Validated params.yaml; a bad one ends the stage with the message alone, which names the key
+    to fix (a traceback would bury it under frames of our code)."""
+    try:
+        return load_params()
+    except ParamsError as e:
+        sys.exit(f"{stage}: {e}")
 
 
 def run_args(description: str) -> tuple[dict, str, str, int, str]:
@@ -13,11 +24,12 @@ def run_args(description: str) -> tuple[dict, str, str, int, str]:
     p.add_argument("family")
     p.add_argument("z", type=int)
     args = p.parse_args()
-    params = load_params()
+    run = run_name(args.recipe, args.family, args.z)
+    params = params_or_exit(f"{Path(sys.argv[0]).stem} {run}")
     if (args.recipe, args.family, args.z) not in runs(params):
-        p.error(f"run {run_name(args.recipe, args.family, args.z)} is not in params.yaml recipes x families "
+        p.error(f"run {run} is not in params.yaml recipes x families "
                 f"x latent_dims ({params['recipes']} x {params['families']} x {params['latent_dims']})")
     # Collapsed or diverged models drift into subnormal floats, which are ~2x
     # slower on CPUs; flushing them to zero changes nothing measurable.
     torch.set_flush_denormal(True)
-    return params, args.recipe, args.family, args.z, run_name(args.recipe, args.family, args.z)
+    return params, args.recipe, args.family, args.z, run

@@ -1,10 +1,11 @@
 """Stage compare: aggregate every run's metrics into the comparison table and curves."""
+from stages.common import params_or_exit
 from vae import paths, report
-from vae.config import load_params, runs
+from vae.config import runs
 
 
 def main() -> None:
-    params = load_params()
+    params = params_or_exit("compare")
     run_list = runs(params)  # from params, not a glob: stale files of dropped runs stay ignored
     df = report.load_metrics(run_list)
     report.write_comparison(df, report.load_curves(run_list), params["compare"]["best"],

@@ -1,13 +1,13 @@
 """Stage download: fetch and verify MNIST into data/mnist (see vae/data.py for sources)."""
 import sys
 
+from stages.common import params_or_exit
 from vae import paths
-from vae.config import load_params
 from vae.data import DataError, download
 
 
 def main() -> None:
-    params = load_params()
+    params = params_or_exit("download")
     try:
         manifest = download(paths.DATA, params["data"])
     except DataError as e:

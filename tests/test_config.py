@@ -1,4 +1,8 @@
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
@@ -61,7 +65,7 @@ def test_bad_params_name_the_key(path, value, named):
 def test_load_params_names_the_file(tmp_path):
     path = tmp_path / "p.yaml"
     YAML().dump(broken("train.lr", -1), path.open("w"))
-    with pytest.raises(ParamsError, match=r"p\.yaml: 'train\.lr' must be a number > 0.0, got -1"):
+    with pytest.raises(ParamsError, match=r"p\.yaml: 'train\.lr' must be a number > 0, got -1$"):
         load_params(path)
 
 
@@ -111,3 +115,16 @@ def test_defaults_are_the_study_protocol():
     assert BASE["train"]["optimizer"] == "adam"
     assert BASE["latent_dims"] == [1, 2]
     assert BASE["data"]["local_mirror"] is None  # the offline mirror is configuration, never a default
+
+
+@pytest.mark.parametrize("stage", [["download"], ["train", "study", "conv", "2"], ["compare"]])
+def test_stage_with_bad_params_prints_the_message_not_a_traceback(tmp_path, stage):
+    YAML().dump(broken("train.lr", -0.01), (tmp_path / "params.yaml").open("w"))
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    r = subprocess.run([sys.executable, "-m", f"stages.{stage[0]}", *stage[1:]], cwd=tmp_path, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().endswith("params.yaml: 'train.lr' must be a number > 0, got -0.01"), r.stderr
+    assert not any(p.name != "params.yaml" for p in tmp_path.iterdir())  # nothing written

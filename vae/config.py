@@ -104,7 +104,7 @@ def _float(sec: dict, key: str, name: str, lo: float = 0.0, strict: bool = True)
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     if not ok or (v <= lo if strict else v < lo):
         op = ">" if strict else ">="
-        raise ParamsError(f"'{name}' must be a number {op} {lo}, got {v!r}")
+        raise ParamsError(f"'{name}' must be a number {op} {lo:g}, got {v!r}")
 
 
 def _choice(sec: dict, key: str, name: str, allowed):
