@@ -1,22 +1,31 @@
 """Training throughput: the project's path against a reference written the common way.
 
-For every family (z = 2) it trains the same number of steps at the same batch
-size in two ways, alternating between them `--rounds` times:
+For every family (z = 2) it trains the same model at the same batch size in two
+ways, alternating between them `--rounds` times:
 
-  (a) the project's own path: vae.training.train (tensors resident in memory,
-      BCE-with-logits, fused Adam, channels_last, flushed denormals);
-  (b) a reference: torchvision MNIST + DataLoader + ToTensor, sigmoid + BCELoss,
-      plain Adam, default threads, the same model.
+  (a) the project's own path: vae.training.train, through benchmarks/common.py
+      (tensors resident in memory, BCE-with-logits, fused Adam, channels_last,
+      flushed denormals), including its per-epoch test pass and checkpoint;
+  (b) a reference: torchvision's MNIST (or FashionMNIST) + DataLoader + ToTensor,
+      sigmoid + BCELoss, plain Adam, default threads, the same model.
 
-It prints images per second of each, their ratio and the geometric mean of the
-ratios, then an estimate of the whole study's training time from (a)'s rates.
+Each measurement trains for about `--seconds` of wall time, sized by untimed
+warm-ups (the first pays one-time costs; then doubled until one lasts a second),
+so that short runs' noise averages out. Per family it prints the median and range (min-max) over
+rounds of each path's images per second and of their ratio; then the geometric
+mean of the ratios (each round's, as median and range); then an estimate of the
+study's training time from (a)'s median rates. It reads params.yaml and data/DATASET
+(`dvc repro download` first).
 
-    python -m benchmarks.throughput [--steps 150] [--rounds 2]
+    python -m benchmarks.throughput [--seconds 15] [--rounds 3] [--families conv residual]
+    python -m benchmarks.throughput --seconds 0.5 --rounds 1    # a quick check that it runs
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
+import io
 import math
 import statistics
 import tempfile
@@ -28,45 +37,99 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from stages.common import params_or_exit
+from benchmarks.common import load_images, train_scratch
+from stages.common import stage_main
 from vae import paths
-from vae.data import FILES, load_split, to_float
+from vae.config import load_params
+from vae.data import DATASETS
 from vae.models import build_model
-from vae.training import train
+
+# torchvision's class for each data set; it reads root/<class name>/raw/<uncompressed IDX files>.
+TORCHVISION = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 
 
-def reference_steps(family: str, cfg: dict, root: Path, steps: int, batch_size: int, lr: float) -> float:
-    """Images per second of the common recipe; returns after `steps` steps."""
-    ds = datasets.MNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=True)
+def reference_run(family: str, cfg: dict, dataset, images: int, batch_size: int, lr: float) -> tuple[int, float]:
+    """(images trained, seconds) of the common recipe, over at least `images` images."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
     torch.manual_seed(0)
     model = build_model(family, 2, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    t0 = time.perf_counter()
     n = 0
-    for step, (x, _) in enumerate(loader):
-        logits, mu, logvar = model(x)
-        recon = F.binary_cross_entropy(torch.sigmoid(logits), x, reduction="sum")
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-        loss = (recon + kl) / len(x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        n += len(x)
-        if step + 1 == steps:
-            break
-    return n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    while n < images:
+        for x, _ in loader:
+            logits, mu, logvar = model(x)
+            recon = F.binary_cross_entropy(torch.sigmoid(logits), x, reduction="sum")
+            kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+            loss = (recon + kl) / len(x)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            n += len(x)
+            if n >= images:
+                break
+    return n, time.perf_counter() - t0
 
 
-def project_steps(family: str, cfg: dict, tcfg: dict, train_x: torch.Tensor, test_x: torch.Tensor,
-                  steps: int) -> float:
-    """Images per second of vae.training.train over exactly `steps` steps (one epoch)."""
-    x = train_x[: steps * tcfg["batch_size"]]
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        train(f"{family}-2", family, 2, cfg, {**tcfg, "epochs": 1}, x, test_x, checkpoint=Path(tmp) / "c.pt",
-              log_dir=Path(tmp) / "logs", eval_seed=0, eval_batch_size=len(test_x), fp="bench")
-        return len(x) / (time.perf_counter() - t0)
+def project_run(family: str, params: dict, settings: dict, train_x: torch.Tensor, test_x: torch.Tensor,
+                images: int) -> tuple[int, float]:
+    """(images trained, seconds) of vae.training.train: whole epochs over the first `images`
+    training images, or over all of them as often as `images` needs."""
+    n = min(images, len(train_x))
+    epochs = math.ceil(images / n)
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # its per-epoch lines would break up the table
+        train_scratch(f"{family}-2", family, 2, params, {**settings, "epochs": epochs}, train_x[:n], test_x)
+    return n * epochs, time.perf_counter() - t0
+
+
+def sized(run, batch_size: int, seconds: float) -> int:
+    """Images for a measurement of about `seconds`, from untimed warm-ups of `run` doubled until
+    one lasts min(1 s, seconds)."""
+    images = 10 * batch_size
+    run(images)  # first-call costs: the first optimiser imports torch._dynamo (~1.5 s), kernels are chosen
+    while True:
+        done, took = run(images)
+        if took >= min(1.0, seconds):
+            return max(batch_size, round(done / took * seconds / batch_size) * batch_size)
+        images *= 2
+
+
+def measure(family: str, params: dict, data: tuple, reference_data, seconds: float,
+            rounds: int) -> tuple[list[float], list[float]]:
+    """Images per second of (a) and of (b) in each of `rounds` alternating rounds."""
+    settings = {**params["train"], "seed": params["seeds"][0]}  # the study's protocol; the seed changes no speed
+
+    def a(images):
+        torch.set_flush_denormal(True)  # as every stage does
+        return project_run(family, params, settings, *data, images)
+
+    def b(images):
+        torch.set_flush_denormal(False)  # the common recipe does not
+        return reference_run(family, params["models"][family], reference_data, images, settings["batch_size"],
+                             settings["lr"])
+
+    size_a, size_b = sized(a, settings["batch_size"], seconds), sized(b, settings["batch_size"], seconds)
+    rates_a, rates_b = [], []
+    for _ in range(rounds):
+        rates_a.append(rate(a, size_a))
+        rates_b.append(rate(b, size_b))
+    return rates_a, rates_b
+
+
+def rate(run, images: int) -> float:
+    done, took = run(images)
+    return done / took
+
+
+def torchvision_dataset(root: Path, dataset: str):
+    """torchvision's data set of `dataset`'s training images, laid out under root from data/DATASET's .gz files."""
+    cls = TORCHVISION[dataset]
+    raw = root / cls.__name__ / "raw"
+    raw.mkdir(parents=True)
+    for f in DATASETS[dataset].files.values():
+        (raw / f.name.removesuffix(".gz")).write_bytes(gzip.decompress((paths.data(dataset) / f.name).read_bytes()))
+    return cls(str(root), train=True, download=False, transform=transforms.ToTensor())
 
 
 def train_flops_per_image(family: str, cfg: dict, batch_size: int) -> float:
@@ -90,56 +153,56 @@ def matmul_gflops(n: int = 1024, repeat: int = 20) -> float:
     return 2 * n ** 3 * repeat / (time.perf_counter() - t0) / 1e9
 
 
-def torchvision_root(tmp: Path) -> Path:
-    """torchvision's MNIST layout (root/MNIST/raw/<uncompressed IDX>) from data/mnist."""
-    raw = tmp / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for filename, _, _ in FILES.values():
-        (raw / filename[:-3]).write_bytes(gzip.decompress((paths.DATA / filename).read_bytes()))
-    return tmp
+def spread(values: list[float], fmt: str) -> str:
+    """`median [min-max]`."""
+    return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
+
+
+def geometric_mean(values) -> float:
+    return math.exp(statistics.mean(math.log(v) for v in values))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=15.0, help="wall time of each measurement (default 15)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of (a) and (b) (default 3)")
+    ap.add_argument("--families", nargs="*", help="families to measure (default: params.yaml's)")
     args = ap.parse_args()
-    params = params_or_exit("throughput")
-    tcfg = params["train"]
-    train_x = to_float(load_split(paths.DATA, "train")[0])
-    test_x = to_float(load_split(paths.DATA, "test")[0][:128])  # (a)'s per-epoch test pass, kept small
+    params = load_params()
+    settings, dataset = params["train"], params["data"]["dataset"]
+    families = args.families or params["families"]
+    unknown = set(families) - set(params["models"])
+    if unknown:
+        ap.error(f"unknown families {sorted(unknown)}; known: {', '.join(params['models'])}")
+    train_x, test_x = load_images(dataset)
+    data = (train_x, test_x[:128])  # (a)'s per-epoch test pass, kept small
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps of "
-          f"{tcfg['batch_size']} images per measurement, {args.rounds} alternating rounds")
-    peak = matmul_gflops()
-    print(f"float32 matmul rate (1024^3): {peak:.0f} GFLOP/s")
-    print(f"{'family':<12}{'(a) img/s':>11}{'(b) img/s':>11}{'ratio':>8}{'MFLOP/img':>11}{'(a) GFLOP/s':>13}")
-    ratios, rates = [], {}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batches of {settings['batch_size']}, "
+          f"~{args.seconds:g} s per measurement, alternating rounds: {args.rounds}; img/s as median [min-max]")
+    print(f"float32 matmul rate (1024^3): {matmul_gflops():.0f} GFLOP/s")
+    print(f"{'family':<12}{'(a) img/s':>22}{'(b) img/s':>22}{'(a)/(b)':>20}{'MFLOP/img':>11}{'(a) GFLOP/s':>13}")
+    rates = {}
     with tempfile.TemporaryDirectory() as tmp:
-        root = torchvision_root(Path(tmp))
-        for family in params["families"]:
-            cfg = params["models"][family]
-            a, b = [], []
-            for _ in range(args.rounds):
-                torch.set_flush_denormal(True)
-                a.append(project_steps(family, cfg, tcfg, train_x, test_x, args.steps))
-                torch.set_flush_denormal(False)
-                b.append(reference_steps(family, cfg, root, args.steps, tcfg["batch_size"], tcfg["lr"]))
-            ra, rb = statistics.median(a), statistics.median(b)
-            rates[family] = ra
-            ratios.append(ra / rb)
-            flops = train_flops_per_image(family, cfg, tcfg["batch_size"])
-            print(f"{family:<12}{ra:>11.0f}{rb:>11.0f}{ra / rb:>8.2f}{flops / 1e6:>11.1f}"
-                  f"{ra * flops / 1e9:>13.1f}", flush=True)
-    print(f"geometric mean of the ratios: {math.exp(statistics.mean(map(math.log, ratios))):.2f}")
+        reference_data = torchvision_dataset(Path(tmp), dataset)
+        for family in families:
+            rates[family] = a, b = measure(family, params, data, reference_data, args.seconds, args.rounds)
+            flops = train_flops_per_image(family, params["models"][family], settings["batch_size"])
+            print(f"{family:<12}{spread(a, '.0f'):>22}{spread(b, '.0f'):>22}"
+                  f"{spread([x / y for x, y in zip(a, b)], '.2f'):>20}{flops / 1e6:>11.1f}"
+                  f"{statistics.median(a) * flops / 1e9:>13.1f}", flush=True)
+    per_round = [geometric_mean(a[r] / b[r] for a, b in rates.values()) for r in range(args.rounds)]
+    print(f"geometric mean of the ratios over {', '.join(families)}: {spread(per_round, '.2f')}")
+    study_estimate(params, families, {f: statistics.median(a) for f, (a, _) in rates.items()}, len(train_x))
 
-    images = (len(load_split(paths.DATA, "train")[0]) * tcfg["epochs"] * len(params["latent_dims"])
-              * len(params["recipes"]))
-    seconds = sum(images / r for r in rates.values())
-    print(f"estimated training time of the whole study ({tcfg['epochs']} epochs, recipes {params['recipes']} x "
-          f"{len(params['families'])} families x z in {params['latent_dims']}), one stage at a time, "
-          f"from (a)'s rates at z=2: {seconds / 60:.0f} min (an estimate, not a measured dvc repro)")
+
+def study_estimate(params: dict, families: list[str], rate: dict[str, float], n_train: int) -> None:
+    epochs = params["train"]["epochs"]
+    images = n_train * epochs * len(params["latent_dims"]) * len(params["recipes"]) * len(params["seeds"])
+    minutes = sum(images / rate[f] for f in families) / 60
+    print(f"estimated training time of the study for these families ({epochs} epochs, recipes {params['recipes']}, "
+          f"z in {params['latent_dims']}, seeds {params['seeds']}), one stage at a time, from (a)'s median rates "
+          f"at z=2: {minutes:.0f} min (an estimate, not a measured dvc repro)")
 
 
 if __name__ == "__main__":
-    main()
+    stage_main("throughput", main)

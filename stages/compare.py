@@ -1,15 +1,16 @@
 """Stage compare: aggregate every run's metrics into the comparison table and curves."""
-from stages.common import params_or_exit
 from vae import paths, report
-from vae.config import runs
+from vae.config import load_params, runs
+from stages.common import parse_args, stage_main
 
 
 def main() -> None:
-    params = params_or_exit("compare")
+    parse_args(__doc__)
+    params = load_params()
     run_list = runs(params)  # from params, not a glob: stale files of dropped runs stay ignored
-    df = report.load_metrics(run_list)
-    report.write_comparison(df, report.load_curves(run_list), params["compare"]["best"],
-                            json_path=paths.METRICS / "comparison.json",
+    report.write_comparison(report.load_runs(run_list), report.load_curves(run_list), params["compare"]["best"],
+                            params["data"]["dataset"],
+                            json_path=paths.METRICS / "comparison.json", cells_dir=paths.METRICS / "cells",
                             csv_path=paths.PLOTS / "comparison.csv",
                             curves_path=paths.METRICS / "curves.csv",
                             md_path=paths.METRICS / "comparison.md",
@@ -18,4 +19,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stage_main("compare", main)

@@ -1,20 +1,17 @@
-"""Stage download: fetch and verify MNIST into data/mnist (see vae/data.py for sources)."""
-import sys
-
-from stages.common import params_or_exit
+"""Stage download: fetch and verify data.dataset into data/DATASET (sources: see vae/data.py)."""
 from vae import paths
-from vae.data import DataError, download
+from vae.config import load_params
+from vae.data import download
+from stages.common import parse_args, stage_main
 
 
 def main() -> None:
-    params = params_or_exit("download")
-    try:
-        manifest = download(paths.DATA, params["data"])
-    except DataError as e:
-        sys.exit(f"download: {e}")
+    parse_args(__doc__)
+    params = load_params()
+    manifest = download(paths.data(params["data"]["dataset"]), params["data"])
     for rec in manifest["files"].values():
         print(f"{rec['file']}: {rec['examples']} examples from {rec['source']}")
 
 
 if __name__ == "__main__":
-    main()
+    stage_main("download", main)

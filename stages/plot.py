@@ -1,25 +1,33 @@
-"""Stage plot@RECIPE-FAMILY-Z: manifold, latent space, reconstructions, samples, loss curves -> plots/RUN/."""
+"""Stage plot@RECIPE-FAMILY-Z: pictures of the cell's run at seed plot.seed -> plots/RECIPE-FAMILY-Z/.
+
+Manifold, latent space, reconstructions, prior samples and loss curves; one seed
+per cell, since pictures of three seeds of a healthy run look alike (the
+comparison table carries the spread)."""
 from vae import paths, plots
-from vae.data import load_split, to_float
-from vae.metrics import posterior_stats
-from vae.training import load_model
-from stages.common import run_args
+from vae.checkpoints import load_model
+from vae.config import cell_name
+from vae.data import DATASETS, load_split, to_float
+from vae.evaluation import posterior_stats
+from stages.common import parse_args, run_params, stage_main
 
 
 def main() -> None:
-    params, _, family, z, run = run_args(__doc__)
-    cfg = params["plot"]
-    model, _ = load_model(paths.model(run), family, z)
-    out = paths.run_plots(run)
-    images, labels = load_split(paths.DATA, "test")
+    args = parse_args(__doc__, per="cell")
+    params, run = run_params(args)
+    cfg, dataset = params["plot"], params["data"]["dataset"]
+    model, _ = load_model(paths.model(run), args.family, args.z)
+    out = paths.run_plots(cell_name(args.recipe, args.family, args.z))
+    images, labels = load_split(paths.data(dataset), dataset, "test")
     test_x = to_float(images)
     plots.manifold(model, out / "manifold.png", cfg["grid"], cfg["quantile"])
     mu, _ = posterior_stats(model, test_x, params["eval"]["batch_size"])
-    plots.latent_space(mu, labels, out / "latent.png", f"{run}: test-set posterior means")
+    title = DATASETS[dataset].title
+    plots.latent_space(mu, labels, out / "latent.png", f"{run}: {title} test-set posterior means",
+                       list(DATASETS[dataset].class_names))
     plots.reconstructions(model, test_x[: cfg["n_recon"]], out / "reconstructions.png")
     plots.prior_samples(model, out / "samples.png", cfg["n_samples"], params["eval"]["seed"])
-    plots.loss_curves(paths.history(run), out / "loss_curves.png", f"{run}: loss per epoch")
+    plots.loss_curves(paths.history(run), out / "loss_curves.png", f"{run} on {title}: loss per epoch")
 
 
 if __name__ == "__main__":
-    main()
+    stage_main("plot", main)

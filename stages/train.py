@@ -1,39 +1,48 @@
-"""Stage train@RECIPE-FAMILY-Z: fit one VAE; write the model, TensorBoard logs and per-epoch history."""
+"""Stage train@RECIPE-FAMILY-Z-SEED: fit one VAE; write the model and its per-epoch history.
+
+An interrupted run resumes from its epoch checkpoint (checkpoints/RUN.pt), but
+only when everything the stage depends on is unchanged: its params, the data,
+the code it imports and the torch version. The checkpoint is removed once the
+model is written. TensorBoard logs go to logs/RUN.
+"""
 import json
-import sys
+
+import torch
 
 from vae import paths
+from vae.checkpoints import save_model
 from vae.config import train_config
 from vae.data import MANIFEST, load_split, to_float
 from vae.models import count_parameters
-from vae.training import TrainingDiverged, fingerprint, save_model, train, write_history
-from stages.common import run_args
+from vae.training import train, write_history
+from stages.common import code_fingerprint, fingerprint, parse_args, run_params, stage_main
 
 
 def main() -> None:
-    params, recipe, family, z, run = run_args(__doc__)
-    tcfg, model_cfg = train_config(params, recipe, family), params["models"][family]
-    train_images, _ = load_split(paths.DATA, "train")
-    subset = params["data"]["train_subset"]
-    if subset:
-        train_images = train_images[:subset]
-    test_images, _ = load_split(paths.DATA, "test")
+    args = parse_args(__doc__, per="run")
+    params, run = run_params(args)
+    settings = train_config(params, args.recipe, args.family, args.seed)
+    model_cfg = params["models"][args.family]
+    dataset, subset = params["data"]["dataset"], params["data"]["train_subset"]
+    data_dir = paths.data(dataset)
+    train_images = load_split(data_dir, dataset, "train")[0][:subset]
+    test_images = load_split(data_dir, dataset, "test")[0]
 
-    # The device changes speed, not the run, so it does not invalidate a checkpoint.
-    data_id = json.loads((paths.DATA / MANIFEST).read_text())
-    fp = fingerprint(family, z, model_cfg, {k: v for k, v in tcfg.items() if k != "device"},
-                     subset, {k: r["sha256"] for k, r in data_id["files"].items()})
-    try:
-        model, history = train(run, family, z, model_cfg, tcfg, to_float(train_images), to_float(test_images),
-                               checkpoint=paths.checkpoint(run), log_dir=paths.logs(run),
-                               eval_seed=params["eval"]["seed"], eval_batch_size=params["eval"]["batch_size"],
-                               fp=fp)
-    except TrainingDiverged as e:
-        sys.exit(f"train: {e}")
+    # The params this stage declares in dvc.yaml, as written, plus what they cannot name.
+    declared = {"data": {"dataset": dataset, "train_subset": subset}, "model": model_cfg, "train": params["train"],
+                "recipe": params["recipe"][args.recipe], "eval": {k: params["eval"][k] for k in ("seed", "batch_size")}}
+    data_id = {k: r["sha256"] for k, r in json.loads((data_dir / MANIFEST).read_text())["files"].items()}
+    resume_key = fingerprint(run, declared, data_id, code_fingerprint(), torch.__version__)
+
+    model, history = train(run, args.family, args.z, model_cfg, settings, to_float(train_images),
+                           to_float(test_images), checkpoint=paths.checkpoint(run), log_dir=paths.logs(run),
+                           eval_seed=params["eval"]["seed"], eval_batch_size=params["eval"]["batch_size"],
+                           fingerprint=resume_key)
     write_history(paths.history(run), history)
-    save_model(paths.model(run), model.cpu(), family, z, model_cfg,
+    save_model(paths.model(run), model.cpu(), args.family, args.z, model_cfg,
                {"epochs": len(history), "parameters": count_parameters(model)})
+    paths.checkpoint(run).unlink(missing_ok=True)  # the run is complete: nothing left to resume
 
 
 if __name__ == "__main__":
-    main()
+    stage_main("train", main)

@@ -1,35 +1,58 @@
 import gzip
 import os
+import struct
 from pathlib import Path
 
 import pytest
 import torch
 
-from vae.data import FILES, MIRROR_ENV, encode_idx
+from vae.data import DATASETS, MIRROR_ENV, MNIST_MIRROR_ENV
 
 
-def make_mirror(directory: Path, seed: int = 0) -> Path:
-    """A mirror of synthetic MNIST-shaped IDX files: right format and counts, fake pixels."""
+def encode_idx(t: torch.Tensor) -> bytes:
+    """The inverse of vae.data.parse_idx, for building test mirrors."""
+    t = t.to(torch.uint8).contiguous()
+    header = struct.pack(">I", 0x800 | t.dim()) + struct.pack(f">{t.dim()}I", *t.shape)
+    return header + t.numpy().tobytes()
+
+
+def make_mirror(directory: Path, seed: int = 0, dataset: str = "mnist") -> Path:
+    """A mirror of synthetic IDX files: right format and counts, fake pixels (so: unknown content)."""
     g = torch.Generator().manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
-    for key, (filename, _, count) in FILES.items():
+    for key, f in DATASETS[dataset].files.items():
         if key.endswith("images"):
-            t = (torch.rand(count, 28, 28, generator=g) < 0.15).to(torch.uint8) * 255
+            t = (torch.rand(f.examples, 28, 28, generator=g) < 0.15).to(torch.uint8) * 255
         else:
-            t = torch.randint(0, 10, (count,), generator=g, dtype=torch.uint8)
-        (directory / filename).write_bytes(gzip.compress(encode_idx(t), compresslevel=1))
+            t = torch.randint(0, 10, (f.examples,), generator=g, dtype=torch.uint8)
+        (directory / f.name).write_bytes(gzip.compress(encode_idx(t), compresslevel=1))
     return directory
 
 
+def make_data_mirror(root: Path) -> Path:
+    """A local mirror of every registered data set, one folder each, as $VAE_DATA_MIRROR holds."""
+    for i, (name, ds) in enumerate(DATASETS.items()):
+        make_mirror(root / ds.folder, seed=i, dataset=name)
+    return root
+
+
 @pytest.fixture(scope="session")
-def mnist_mirror(tmp_path_factory) -> str:
-    """The real offline mirror when $VAE_MNIST_MIRROR is set (CI), else a generated one."""
-    return os.environ.get(MIRROR_ENV) or str(make_mirror(tmp_path_factory.mktemp("mirror")))
+def data_mirror(tmp_path_factory) -> str:
+    """The real offline mirror when $VAE_DATA_MIRROR is set (CI: ../shared/datasets), else a generated one."""
+    return os.environ.get(MIRROR_ENV) or str(make_data_mirror(tmp_path_factory.mktemp("mirror")))
 
 
 @pytest.fixture(scope="session")
 def real_mirror() -> Path:
+    """The real offline mirror's root; tests that need real MNIST or Fashion-MNIST bytes skip without it."""
     m = os.environ.get(MIRROR_ENV)
     if not m:
-        pytest.skip(f"${MIRROR_ENV} is not set: no real MNIST mirror on this machine")
+        pytest.skip(f"${MIRROR_ENV} is not set: no real data mirror on this machine "
+                    "(CI sets it to ../shared/datasets)")
     return Path(m)
+
+
+@pytest.fixture(autouse=True)
+def _no_legacy_mirror(monkeypatch):
+    # $VAE_MNIST_MIRROR from a user's shell would override the mirrors the tests set up.
+    monkeypatch.delenv(MNIST_MIRROR_ENV, raising=False)

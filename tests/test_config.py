@@ -27,6 +27,11 @@ def broken(path: str, value):
 
 @pytest.mark.parametrize("path, value, named", [
     ("families", ["conv", "transformer"], "'transformer'"),
+    ("families", ["simple_mpl"], "(did you mean 'simple_mlp'?); known families: simple_mlp, deep_mlp, conv, residual"),
+    ("dataset", "mnist", "unknown key 'dataset' (did you mean 'data'?)"),
+    ("data.train_subset", 60001, "'data.train_subset' is 60001, but mnist has 60000 training images"),
+    ("data.read_timeout_s", 0, "data.read_timeout_s"),
+    ("data.timeout_s", 30, "unknown key 'data.timeout_s'"),
     ("data.dataset", "cifar10", "data.dataset"),
     ("latent_dims", [0, 2], "latent_dims"),
     ("train.lr", 0, "train.lr"),
@@ -36,7 +41,12 @@ def broken(path: str, value):
     ("train.lr", "fast", "train.lr"),
     ("train.epochs", 1.5, "train.epochs"),
     ("train.device", "tpu", "train.device"),
-    ("train.seed", KeyError, "train.seed"),
+    ("seeds", KeyError, "seeds"),
+    ("seeds", [0, 0], "'seeds' lists a seed twice"),
+    ("seeds", [-1], "seeds"),
+    ("train.seed", 0, "unknown key 'train.seed'"),
+    ("plot.seed", 5, "'plot.seed' is 5, which is not among 'seeds'"),
+    ("data.validation", 60000, "'data.validation' is 60000"),
     ("eval", KeyError, "eval"),
     ("models.conv.channels", [16, 0, 64], "models.conv.channels"),
     ("train.lr_schedule", "linear", "train.lr_schedule"),
@@ -86,15 +96,16 @@ def test_mistyped_recipe_key_suggests_the_train_key():
 
 def test_a_recipe_overrides_train_and_the_study_overrides_nothing():
     for family in BASE["families"]:
-        assert train_config(BASE, "study", family) == BASE["train"]
+        assert train_config(BASE, "study", family, 2) == {**BASE["train"], "seed": 2}
     p = copy.deepcopy(BASE)
-    p["recipe"]["tuned"] = {"lr": 1e-3, "free_bits": 0.5, "families": {"simple_mlp": {"lr": 3e-3, "seed": 7}}}
-    conv, mlp = train_config(p, "tuned", "conv"), train_config(p, "tuned", "simple_mlp")
+    p["recipe"]["tuned"] = {"lr": 1e-3, "free_bits": 0.5, "families": {"simple_mlp": {"lr": 3e-3, "epochs": 7}}}
+    conv, mlp = train_config(p, "tuned", "conv", 0), train_config(p, "tuned", "simple_mlp", 1)
     assert "families" not in conv and "families" not in mlp
-    assert {k for k in conv if conv[k] != BASE["train"][k]} == {"lr", "free_bits"} and conv["lr"] == 1e-3
-    assert (mlp["lr"], mlp["seed"], mlp["free_bits"]) == (3e-3, 7, 0.5)
-    assert runs(BASE)[0] == ("study", BASE["families"][0], BASE["latent_dims"][0])
-    assert len(runs(BASE)) == len(BASE["recipes"]) * len(BASE["families"]) * len(BASE["latent_dims"])
+    assert {k for k in conv if conv[k] != BASE["train"].get(k)} == {"lr", "free_bits", "seed"} and conv["lr"] == 1e-3
+    assert (mlp["lr"], mlp["epochs"], mlp["free_bits"], mlp["seed"]) == (3e-3, 7, 0.5, 1)
+    assert runs(BASE)[0] == ("study", BASE["families"][0], BASE["latent_dims"][0], BASE["seeds"][0])
+    assert len(runs(BASE)) == (len(BASE["recipes"]) * len(BASE["families"]) * len(BASE["latent_dims"])
+                               * len(BASE["seeds"]))
 
 
 def test_yaml_1_2_reads_exponent_floats(tmp_path):
@@ -117,7 +128,7 @@ def test_defaults_are_the_study_protocol():
     assert BASE["data"]["local_mirror"] is None  # the offline mirror is configuration, never a default
 
 
-@pytest.mark.parametrize("stage", [["download"], ["train", "study", "conv", "2"], ["compare"]])
+@pytest.mark.parametrize("stage", [["download"], ["train", "study", "conv", "2", "0"], ["compare"]])
 def test_stage_with_bad_params_prints_the_message_not_a_traceback(tmp_path, stage):
     YAML().dump(broken("train.lr", -0.01), (tmp_path / "params.yaml").open("w"))
     root = Path(__file__).resolve().parents[1]

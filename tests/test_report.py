@@ -1,82 +1,118 @@
 import json
+import math
+import re
 
 import pandas as pd
 import pytest
 
 from vae import paths, report
+from vae.config import run_name
+
+BEST = {"total": "min", "recon": "min", "kl": "max", "active_units": "max"}
 
 
-def test_bold_marks_the_best_of_each_column():
-    df = pd.DataFrame({"total": [140.0, 139.0, 150.0], "recon": [130.0, 131.0, 150.0], "kl": [10.0, 8.0, 0.0]})
-    out = report.bold_best(df, {"total": "min", "recon": "min", "kl": "max"})
-    assert out["total"].tolist() == ["140.00", "**139.00**", "150.00"]
-    assert out["recon"].tolist() == ["**130.00**", "131.00", "150.00"]
-    assert out["kl"].tolist() == ["**10.00**", "8.00", "0.00"]
+def _write_run(run: str, total: float, recon: float, kl: float, collapsed: bool = False) -> None:
+    recipe, family, z, seed = run.split("-")
+    metrics = {"total": total, "recon": recon, "kl": kl, "iw_bound": total - 5, "elbo_gap": 5.0,
+               "active_units": 0 if collapsed else int(z), "mutual_info": 1.5, "collapsed": collapsed}
+    details = {"units": "nats per image", "dataset": "mnist", "recipe": recipe, "family": family, "z": int(z),
+               "seed": int(seed), "kl_per_dim": [kl], "collapse_reasons": ["0/1 active units"] if collapsed else [],
+               "parameters": 10, "epochs": 1, "test_images": 10000, "z_samples": 1, "iw_samples": 1000,
+               "iw_images": 1000, "eval_seed": 0,
+               "study_last_batch": {"images": 16, "total": total * 16, "recon": recon * 16, "kl": kl * 16}}
+    for path, obj in ((paths.metrics(run), metrics), (paths.details(run), details)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(obj))
+    paths.history(run).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"epoch": [1, 2], "test_total": [total + 10, total]}).to_csv(paths.history(run), index=False)
 
 
-def test_ties_are_all_bold():
-    out = report.bold_best(pd.DataFrame({"total": [1.0, 1.0]}), {"total": "min"})
-    assert out["total"].tolist() == ["**1.00**", "**1.00**"]
-
-
-def _metrics(run, total, recon, kl):
-    _, fam, z = run.split("-")
-    return {"total": total, "recon": recon, "kl": kl, "nll": total - 5, "elbo_gap": 5.0, "active_units": 1,
-            "mutual_info": 1.5, "kl_per_dim": [kl], "collapsed": kl < 1, "collapse_reasons": ["x"] if kl < 1 else [],
-            "units": "nats per image", "family": fam, "nll_samples": 1000, "nll_images": 1000,
-            "z": int(z), "parameters": 10, "epochs": 1, "test_images": 10000, "z_samples": 1, "seed": 0,
-            "study_last_batch": {"images": 16, "total": total * 16, "recon": recon * 16, "kl": kl * 16}}
-
-
-def _write_runs(values: dict) -> None:
-    for run, v in values.items():
-        for p in (paths.metrics(run), paths.history(run)):
-            p.parent.mkdir(parents=True, exist_ok=True)
-        paths.metrics(run).write_text(json.dumps(_metrics(run, *v)))
-        pd.DataFrame({"epoch": [1], "test_total": [v[0]]}).to_csv(paths.history(run), index=False)
-
-
-def test_aggregation_uses_the_params_run_list_not_a_glob(tmp_path, monkeypatch):
+def _runs(tmp_path, monkeypatch, values: dict[str, list[tuple]]) -> pd.DataFrame:
+    """values: cell -> one (total, recon, kl[, collapsed]) per seed."""
     monkeypatch.chdir(tmp_path)
-    _write_runs({"study-conv-1": (150, 140, 10), "study-conv-2": (139, 130, 9), "study-deep_mlp-1": (170, 170, 0),
-                 "study-stale-9": (1, 1, 0)})
-    runs = [("study", "conv", 1), ("study", "conv", 2), ("study", "deep_mlp", 1)]
-    df = report.load_metrics(runs)
-    assert df["run"].tolist() == ["study-conv-1", "study-conv-2", "study-deep_mlp-1"]
-    report.write_comparison(df, report.load_curves(runs), {"total": "min", "recon": "min", "kl": "max"},
-                            tmp_path / "c.json", tmp_path / "c.csv", tmp_path / "curves.csv", tmp_path / "c.md",
-                            tmp_path / "c.png")
+    run_list = []
+    for cell, per_seed in values.items():
+        recipe, family, z = cell.split("-")
+        for seed, v in enumerate(per_seed):
+            _write_run(run_name(recipe, family, int(z), seed), *v)
+            run_list.append((recipe, family, int(z), seed))
+    return report.load_runs(run_list), run_list
+
+
+def test_a_cell_is_the_mean_sample_std_min_and_max_over_its_seeds(tmp_path, monkeypatch):
+    runs, _ = _runs(tmp_path, monkeypatch, {"study-conv-2": [(140, 130, 10), (142, 131, 11), (147, 136, 11, True)]})
+    cell = report.aggregate(runs).iloc[0]
+    assert cell["total"] == pytest.approx(143.0) and cell["total_std"] == pytest.approx(3.605551, rel=1e-6)
+    assert (cell["total_min"], cell["total_max"], cell["seeds"], cell["collapsed"]) == (140, 147, 3, 1)
+    assert cell["last_total"] == pytest.approx(143.0 * 16)
+
+
+def _cells(rows: list[tuple]) -> pd.DataFrame:
+    """rows: (family, z, mean, std, collapsed seeds) of one recipe."""
+    return pd.DataFrame([{"recipe": "r", "family": f, "z": z, "total": m, "total_std": s, "collapsed": c}
+                         for f, z, m, s, c in rows])
+
+
+def test_bold_only_where_the_best_mean_clears_the_noise():
+    clear = _cells([("a", 2, 140.0, 0.4, 0), ("b", 2, 142.0, 0.5, 0), ("c", 2, 150.0, 1.0, 0)])
+    assert report.rank(clear, "total", "min") == ["best", "", ""]
+    # 140 ± 1.5 overlaps 142 ± 0.6: a tie, marked on both; 150 stays out.
+    noisy = _cells([("a", 2, 140.0, 1.5, 0), ("b", 2, 142.0, 0.6, 0), ("c", 2, 150.0, 1.0, 0)])
+    assert report.rank(noisy, "total", "min") == ["tie", "tie", ""]
+    assert report.rank(noisy, "total", "max") == ["", "", "best"]
+
+
+def test_collapsed_cells_are_never_marked_and_each_latent_size_is_ranked_alone():
+    cells = _cells([("a", 1, 205.0, 0.0, 3), ("b", 1, 160.0, 1.0, 0), ("c", 1, 150.0, 2.0, 1),
+                    ("d", 1, 170.0, 1.0, 0), ("a", 2, 140.0, 0.1, 0), ("b", 2, 139.0, 0.1, 0)])
+    assert report.rank(cells, "total", "max") == ["", "", "", "best", "best", ""]
+    assert report.rank(cells, "total", "min") == ["", "best", "", "", "", "best"]
+    # With one healthy cell left there is no contest.
+    assert report.rank(cells.iloc[:3], "total", "min") == ["", "", ""]
+    # A single seed has no spread: its interval is its mean.
+    single = _cells([("a", 2, 140.0, math.nan, 0), ("b", 2, 140.5, math.nan, 0)])
+    assert report.rank(single, "total", "min") == ["best", ""]
+
+
+def test_the_comparison_files_from_runs_named_in_params(tmp_path, monkeypatch):
+    runs, run_list = _runs(tmp_path, monkeypatch, {
+        "study-conv-1": [(150, 140, 10), (151, 141, 10)], "study-conv-2": [(139, 130, 9), (141, 131, 10)],
+        "study-deep_mlp-1": [(170, 170, 0, True), (160, 155, 5)], "study-deep_mlp-2": [(145, 138, 7), (146, 138, 8)]})
+    _write_run("study-stale-9-0", 1, 1, 0)  # a run no longer in params: ignored
+    report.write_comparison(runs, report.load_curves(run_list), BEST, "mnist", json_path=tmp_path / "c.json",
+                            cells_dir=tmp_path / "cells", csv_path=tmp_path / "c.csv",
+                            curves_path=tmp_path / "curves.csv", md_path=tmp_path / "c.md", png_path=tmp_path / "c.png")
     comparison = json.loads((tmp_path / "c.json").read_text())
-    assert list(comparison["study"]) == ["conv-1", "conv-2", "deep_mlp-1"]
-    assert comparison["study"]["conv-2"] == {"total": 139, "recon": 130, "kl": 9, "nll": 134, "elbo_gap": 5,
-                                             "mutual_info": 1.5, "active_units": 1, "collapsed": False}
-    md = (tmp_path / "c.md").read_text()
-    assert "nats per image" in md and "**139.00**" in md and "**10.00**" in md and "stale" not in md
-    assert "| conv | 2 | 2252.0 | 2136.1 | 115.9 | 2224.0 |" in md  # next to the study's row
-    assert "side by side" not in md  # one recipe: nothing to set side by side
-    collapsed_row = next(line for line in md.splitlines() if line.startswith("| deep_mlp"))
-    assert "⚠ x" in collapsed_row and "⚠ marks posterior collapse" in md
-    assert pd.read_csv(tmp_path / "c.csv").shape == (3, 11)
-    assert pd.read_csv(tmp_path / "curves.csv")["run"].tolist() == ["study-conv-1", "study-conv-2", "study-deep_mlp-1"]
+    assert list(comparison["study"]) == ["conv-1", "conv-2", "deep_mlp-1", "deep_mlp-2"]
+    total = comparison["study"]["conv-2"]["total"]
+    assert total["per_seed"] == {"0": 139, "1": 141} and total["mean"] == 140 and total["min"] == 139
+    assert comparison["study"]["deep_mlp-1"]["collapsed"] == 1
+    cell = json.loads((tmp_path / "cells" / "study-conv-2.json").read_text())
+    assert cell["total"] == 140 and cell["seeds"] == 2 and cell["collapsed"] == 0
+    assert all(isinstance(v, (int, float)) for v in cell.values())  # a flat row of `dvc metrics show`
+    md = re.sub(r" +", " ", (tmp_path / "c.md").read_text())  # Markdown pads cells; read them unpadded
+    assert md.startswith("# VAE comparison on MNIST") and "stale" not in md
+    assert "| conv | 2 | **140.00 ± 1.41** | **130.50 ± 0.71** |" in md and "| deep_mlp | 2 | 145.50 ± 0.71 |" in md
+    # At z=1 the only rival has a collapsed seed: no contest, nothing marked.
+    assert "| conv | 1 | 150.50 ± 0.71 | 140.50 ± 0.71 |" in md
+    assert "⚠ 1/2: 0/1 active units" in md and "side by side" not in md
+    assert "| conv | 2 | 2252.0 | 2136.1 | 115.9 | 2240.0 |" in md  # next to the study's row, mean of the seeds
+    assert pd.read_csv(tmp_path / "c.csv")["run"].tolist() == ["study-conv-1", "study-conv-2", "study-deep_mlp-1",
+                                                              "study-deep_mlp-2"]
+    curves = pd.read_csv(tmp_path / "curves.csv")
+    assert curves[curves["run"] == "study-conv-2"]["test_total"].tolist() == [150.0, 140.0]  # mean over seeds
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_two_recipes_get_a_table_each_bold_within_and_their_difference(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    _write_runs({"study-conv-2": (150, 140, 10), "study-residual-2": (160, 150, 10),
-                 "tuned-conv-2": (140, 131, 9), "tuned-residual-2": (135, 127, 8)})
-    runs = [(r, f, 2) for r in ("study", "tuned") for f in ("conv", "residual")]
-    md = report.markdown(report.load_metrics(runs), {"total": "min"})
-    study, tuned = md.split("## Recipe `study`")[1].split("## Recipe `tuned`")
-    assert "**150.00**" in study and "160.00" in study and "135.00" not in study
-    assert "**135.00**" in tuned and "140.00" in tuned and "**140.00**" not in tuned
-    assert "| conv | 2 | 150.00 | 140.00 | -10.00 |" in md
-    assert "| residual | 2 | 160.00 | 135.00 | -25.00 |" in md
-    # The study's table sits next to the first recipe's runs, in its apparent units.
-    assert "| conv | 2 | 2252.0 | 2136.1 | 115.9 | 2400.0 |" in md
+def test_two_recipes_side_by_side_and_no_study_table_beside_another_data_set(tmp_path, monkeypatch):
+    runs, _ = _runs(tmp_path, monkeypatch, {"study-conv-2": [(150, 140, 10)], "tuned-conv-2": [(140, 131, 9)]})
+    md = re.sub(r" +", " ", report.markdown(runs, report.aggregate(runs), {"total": "min"}, "mnist"))
+    assert "| conv | 2 | 150.00 | 140.00 | -10.00 |" in md and "Next to the study's table" in md
+    fashion = report.markdown(runs, report.aggregate(runs), {"total": "min"}, "fashion_mnist")
+    assert fashion.startswith("# VAE comparison on Fashion-MNIST") and "study's table" not in fashion
 
 
 def test_missing_run_metrics_names_the_stage(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"dvc repro evaluate@study-conv-2"):
-        report.load_metrics([("study", "conv", 2)])
+    with pytest.raises(FileNotFoundError, match=r"dvc repro evaluate@study-conv-2-1"):
+        report.load_runs([("study", "conv", 2, 1)])

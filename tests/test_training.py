@@ -1,12 +1,18 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
-from vae.training import (TrainingDiverged, batches, evaluate, kl_weight, learning_rate, load_model,
-                          save_model, train)
+from vae.checkpoints import CheckpointError, load_model, save_model
+from vae.evaluation import evaluate
+from vae.models import build_model
+from vae.training import (HISTORY_COLUMNS, DeviceError, TrainingDiverged, batches, epoch_generator, kl_weight,
+                          lr_schedule, resolve_device, train, write_history)
 
-TCFG = {"optimizer": "adam", "lr": 1e-3, "lr_schedule": "constant", "kl_warmup_epochs": 0, "free_bits": 0.0, "epochs": 2, "batch_size": 32, "seed": 0,
-        "grad_clip": None, "logvar_clamp": None, "precision": "fp32", "channels_last": True, "device": "cpu"}
+SETTINGS = {"optimizer": "adam", "lr": 1e-3, "lr_schedule": "constant", "kl_warmup_epochs": 0, "free_bits": 0.0,
+            "epochs": 2, "batch_size": 32, "seed": 0, "grad_clip": None, "logvar_clamp": None, "precision": "fp32",
+            "channels_last": True, "device": "cpu"}
 CFG = {"hidden": 16}
+RUN = "simple_mlp-2"
 
 
 def data(n=200, seed=0):
@@ -14,40 +20,77 @@ def data(n=200, seed=0):
     return torch.rand(n, 1, 28, 28, generator=g)
 
 
-def run(tmp_path, tcfg=TCFG, fp="fp", name="ckpt.pt", x=None):
+def run(tmp_path, settings=SETTINGS, fingerprint="fp", name="ckpt.pt", x=None):
     x = data() if x is None else x
-    return train("simple_mlp-2", "simple_mlp", 2, CFG, tcfg, x, data(50, 1), checkpoint=tmp_path / name,
-                 log_dir=tmp_path / "logs", eval_seed=1, eval_batch_size=25, fp=fp)
+    return train(RUN, "simple_mlp", 2, CFG, settings, x, data(50, 1), checkpoint=tmp_path / name,
+                 log_dir=tmp_path / "logs", eval_seed=1, eval_batch_size=25, fingerprint=fingerprint)
 
 
-def test_batches_cover_every_index_once_with_a_short_last_batch():
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    """An uninterrupted run from scratch: (model, history)."""
+    return run(tmp_path_factory.mktemp("fresh"))
+
+
+def independent_negative_elbo(model, x, noise):
+    """Per-image negative ELBO written out without vae.losses: sigmoid + BCE, and the closed-form
+    KL of Kingma & Welling (2014), appendix B."""
+    mu, logvar = model.encode(x)
+    probs = torch.sigmoid(model.decode(mu + (0.5 * logvar).exp() * noise))
+    recon = F.binary_cross_entropy(probs, x, reduction="none").flatten(1).sum(1)
+    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+    return recon + kl
+
+
+def test_batches_shuffle_and_cover_every_index_once_with_a_short_last_batch():
     parts = batches(10, 4, torch.Generator().manual_seed(0))
     assert [len(p) for p in parts] == [4, 4, 2]
     assert sorted(torch.cat(parts).tolist()) == list(range(10))
+    assert torch.cat(parts).tolist() != list(range(10))
 
 
-def test_training_is_deterministic(tmp_path):
-    m1, h1 = run(tmp_path, name="a.pt")
-    m2, h2 = run(tmp_path, name="b.pt")
-    assert [{k: v for k, v in r.items() if k != "seconds"} for r in h1] == \
-           [{k: v for k, v in r.items() if k != "seconds"} for r in h2]
-    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
-    assert h1[-1]["test_total"] < h1[0]["train_total"]
+def test_identical_runs_write_identical_files(tmp_path, fresh):
+    model, history = run(tmp_path, name="again.pt")
+    assert model is not fresh[0] and history == fresh[1]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh[0].state_dict().values()))
+    write_history(tmp_path / "a.csv", history)
+    write_history(tmp_path / "b.csv", fresh[1])
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert (tmp_path / "a.csv").read_text().splitlines()[0] == ",".join(HISTORY_COLUMNS)
+    assert history[-1]["test_total"] < history[0]["train_total"]
 
 
-def test_resume_from_epoch_checkpoint_matches_uninterrupted_run(tmp_path):
-    full, h_full = run(tmp_path, name="full.pt")
-    run(tmp_path, {**TCFG, "epochs": 1}, name="part.pt")
-    resumed, h_res = run(tmp_path, name="part.pt")
-    assert len(h_res) == 2
-    assert [r["test_total"] for r in h_res] == [r["test_total"] for r in h_full]
-    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values()))
+def test_resume_from_epoch_checkpoint_matches_uninterrupted_run(tmp_path, fresh):
+    run(tmp_path, {**SETTINGS, "epochs": 1}, name="part.pt")
+    resumed, history = run(tmp_path, name="part.pt")
+    assert history == fresh[1]
+    assert all(torch.equal(a, b) for a, b in zip(fresh[0].state_dict().values(), resumed.state_dict().values()))
 
 
-def test_checkpoint_with_other_fingerprint_is_not_resumed(tmp_path, capsys):
-    run(tmp_path, {**TCFG, "epochs": 1}, fp="old")
-    _, h = run(tmp_path, fp="new")
-    assert "ignoring" in capsys.readouterr().out and len(h) == 2
+def not_progress(out: str) -> list[str]:
+    """stdout less the per-epoch lines."""
+    return [line for line in out.splitlines() if not line.startswith(f"{RUN} epoch ")]
+
+
+def test_checkpoint_of_other_settings_is_set_aside_and_training_starts_over(tmp_path, capsys, fresh):
+    # Another seed stands for any change the fingerprint covers: resuming it would give other numbers.
+    run(tmp_path, {**SETTINGS, "epochs": 1, "seed": 1}, fingerprint="old")
+    capsys.readouterr()
+    _, history = run(tmp_path, fingerprint="new")
+    assert not_progress(capsys.readouterr().out) == [
+        f"{RUN}: starting from scratch: {tmp_path / 'ckpt.pt'} was written by other code, params or data"]
+    assert history == fresh[1]
+
+
+def test_truncated_checkpoint_is_set_aside_with_one_line(tmp_path, capsys, fresh):
+    run(tmp_path, {**SETTINGS, "epochs": 1})
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # as a full disk or a killed copy leaves it
+    capsys.readouterr()
+    _, history = run(tmp_path)
+    lines = not_progress(capsys.readouterr().out)
+    assert len(lines) == 1 and lines[0].startswith(f"{RUN}: starting from scratch: {ckpt}: not a readable checkpoint")
+    assert history == fresh[1]
 
 
 def test_nan_loss_stops_with_run_epoch_step_and_fix(tmp_path):
@@ -57,56 +100,91 @@ def test_nan_loss_stops_with_run_epoch_step_and_fix(tmp_path):
         run(tmp_path, x=x)
 
 
-def test_saved_model_reloads_and_refuses_another_run(tmp_path):
-    model, _ = run(tmp_path, {**TCFG, "epochs": 1})
+def test_reloaded_model_gives_the_trained_models_numbers_and_refuses_another_run(tmp_path):
+    # A tight clamp that training runs into: a reloaded model must keep it as well as the weights.
+    model, _ = run(tmp_path, {**SETTINGS, "epochs": 1, "logvar_clamp": 0.5})
     save_model(tmp_path / "m.pt", model, "simple_mlp", 2, CFG, {"epochs": 1, "parameters": 1})
     loaded, state = load_model(tmp_path / "m.pt", "simple_mlp", 2)
     x = data(50, 1)
+    assert loaded is not model and state["epochs"] == 1
     assert evaluate(loaded, x, 25, 1) == evaluate(model, x, 25, 1)
-    with pytest.raises(RuntimeError, match="holds a simple_mlp model with z=2, expected conv with z=2"):
+    with pytest.raises(CheckpointError, match="holds a simple_mlp model with z=2, expected conv with z=2"):
         load_model(tmp_path / "m.pt", "conv", 2)
-    (tmp_path / "bad.pt").write_bytes((tmp_path / "m.pt").read_bytes()[:100])
-    with pytest.raises(RuntimeError, match="not a readable checkpoint"):
-        load_model(tmp_path / "bad.pt", "simple_mlp", 2)
+
+
+def test_truncated_model_file_names_the_stage_to_rerun_in_one_line(tmp_path):
+    path = tmp_path / "study-simple_mlp-2.pt"
+    save_model(path, build_model("simple_mlp", 2, CFG), "simple_mlp", 2, CFG, {})
+    path.write_bytes(path.read_bytes()[:100])
+    rerun = r"; rerun `dvc repro train@study-simple_mlp-2`$"
+    with pytest.raises(CheckpointError, match=r"not a readable checkpoint .*" + rerun) as e:
+        load_model(path, "simple_mlp", 2)
+    assert "\n" not in str(e.value)
 
 
 def test_device_auto_falls_back_to_cpu_and_cuda_is_checked():
-    from vae.training import resolve_device
     if not torch.cuda.is_available():
         assert resolve_device("auto").type in ("cpu", "mps")
-        with pytest.raises(RuntimeError, match="no CUDA device"):
+        with pytest.raises(DeviceError, match="no CUDA device is available here; set train.device to 'auto' or 'cpu'"):
             resolve_device("cuda")
     assert resolve_device("cpu").type == "cpu"
 
 
 def test_bf16_and_channels_last_options_train(tmp_path):
-    _, h = run(tmp_path, {**TCFG, "epochs": 1, "precision": "bf16", "channels_last": False})
+    _, h = run(tmp_path, {**SETTINGS, "epochs": 1, "precision": "bf16", "channels_last": False})
     assert all(torch.isfinite(torch.tensor(v)) for v in h[-1].values())
 
 
+def lrs(settings: dict, steps: int) -> list[float]:
+    """The lr of every optimiser step under lr_schedule, read where training reads it."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=settings["lr"])
+    schedule = lr_schedule(opt, settings, steps)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    return out
+
+
 def test_cosine_lr_falls_from_lr_to_zero_and_constant_stays():
-    cos = {**TCFG, "lr": 1e-3, "lr_schedule": "cosine"}
-    assert learning_rate(cos, 0, 100) == pytest.approx(1e-3)
-    assert learning_rate(cos, 50, 100) == pytest.approx(5e-4)
-    assert learning_rate(cos, 99, 100) < 1e-6
-    assert all(learning_rate(cos, s, 100) >= learning_rate(cos, s + 1, 100) for s in range(99))
-    assert {learning_rate(TCFG, s, 100) for s in range(100)} == {TCFG["lr"]}
+    cos = lrs({**SETTINGS, "lr": 1e-3, "lr_schedule": "cosine"}, 100)
+    assert cos[0] == pytest.approx(1e-3) and cos[50] == pytest.approx(5e-4) and cos[99] < 1e-6
+    assert all(a > b for a, b in zip(cos, cos[1:]))
+    assert set(lrs(SETTINGS, 100)) == {SETTINGS["lr"]}
 
 
 def test_kl_warmup_ramps_linearly_then_holds_at_one():
-    warm = {**TCFG, "kl_warmup_epochs": 2}
+    warm = {**SETTINGS, "kl_warmup_epochs": 2}
     w = [kl_weight(warm, s, 10) for s in range(30)]
     assert w[0] == pytest.approx(0.05) and w[9] == pytest.approx(0.5) and w[19] == 1.0 and w[29] == 1.0
     assert all(a < b for a, b in zip(w[:19], w[1:20]))
-    assert {kl_weight(TCFG, s, 10) for s in range(30)} == {1.0}
+    assert {kl_weight(SETTINGS, s, 10) for s in range(30)} == {1.0}
 
 
-def test_remedies_are_logged_per_epoch_and_reported_losses_stay_the_elbo(tmp_path):
-    tuned = {**TCFG, "epochs": 3, "lr_schedule": "cosine", "kl_warmup_epochs": 2, "free_bits": 0.5}
-    model, history = run(tmp_path, tuned)
+# Warm-up (KL weight 0.5 in epoch 1 of 2) and free bits make the objective differ from the ELBO.
+TUNED = {**SETTINGS, "lr_schedule": "cosine", "kl_warmup_epochs": 2, "free_bits": 0.5}
+
+
+def test_remedies_are_logged_per_epoch_and_test_loss_is_the_plain_negative_elbo(tmp_path):
+    model, history = run(tmp_path, {**TUNED, "epochs": 3})
     assert [round(h["kl_weight"], 6) for h in history] == [0.5, 1.0, 1.0]
     assert history[0]["lr"] > history[1]["lr"] > history[2]["lr"] >= 0
-    # What is reported is the plain negative ELBO, not the objective with warm-up or free bits.
-    assert history[-1]["test_total"] == pytest.approx(evaluate(model, data(50, 1), 25, 1)["total"])
-    for h in history:
-        assert h["train_total"] == pytest.approx(h["train_recon"] + h["train_kl"])
+    # The final model on the test set, with the noise evaluate() draws from eval_seed.
+    x, g = data(50, 1), torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        expected = torch.cat([independent_negative_elbo(model, xb, torch.randn(len(xb), 2, generator=g))
+                              for xb in x.split(25)]).mean().item()
+    assert history[-1]["test_total"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_train_loss_is_the_plain_negative_elbo_not_the_objective(tmp_path):
+    # At lr 0 the weights never move, so the epoch's training loss can be recomputed from the
+    # final model with the batches and noise the epoch drew from its generator. Free bits far
+    # above the KL at initialisation (~0.3 nats) put the objective nats above the ELBO.
+    model, history = run(tmp_path, {**TUNED, "free_bits": 5.0, "lr": 0.0, "epochs": 1})
+    x, g = data(), epoch_generator(SETTINGS["seed"], 1)
+    with torch.no_grad():
+        expected = sum(independent_negative_elbo(model, x[idx], torch.randn(len(idx), 2, generator=g)).sum()
+                       for idx in batches(len(x), SETTINGS["batch_size"], g)).item() / len(x)
+    assert history[0]["train_total"] == pytest.approx(expected, rel=1e-5)

@@ -14,29 +14,37 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from vae.data import DATASETS
+from vae.errors import StageError
 from vae.models import FAMILIES
 
-DATASETS = ("mnist",)
 DEVICES = ("cpu", "cuda", "mps", "auto")
 OPTIMIZERS = ("adam",)
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 TRAIN_KEYS = ("optimizer", "lr", "lr_schedule", "kl_warmup_epochs", "free_bits", "epochs", "batch_size",
-              "seed", "grad_clip", "logvar_clamp", "precision", "channels_last", "device")
+              "grad_clip", "logvar_clamp", "precision", "channels_last", "device")
 BEST = ("min", "max")
-COMPARE_COLUMNS = ("total", "recon", "kl", "nll", "elbo_gap", "active_units", "mutual_info")
+COMPARE_COLUMNS = ("total", "recon", "kl", "iw_bound", "elbo_gap", "active_units", "mutual_info")
 
 
-class ParamsError(ValueError):
+class ParamsError(StageError, ValueError):
     """A param is missing, mistyped or out of range; the message names the key."""
+
+
+TOP_LEVEL = ("data", "recipes", "families", "latent_dims", "seeds", "models", "train", "recipe", "eval", "plot",
+             "compare")
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: not found; run the stages from the project root")
-    with path.open() as f:
-        params = YAML(typ="safe", pure=True).load(f)
+    try:
+        with path.open() as f:
+            params = YAML(typ="safe", pure=True).load(f)
+    except Exception as e:  # ruamel raises a family of parser errors
+        raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
     try:
@@ -46,21 +54,27 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     return params
 
 
-def run_name(recipe: str, family: str, z: int) -> str:
-    """The name shared by a run's DVC stages and its files: `tuned-conv-2`."""
+def run_name(recipe: str, family: str, z: int, seed: int) -> str:
+    """The name shared by a run's DVC stages and its files: `tuned-conv-2-0` (seed last)."""
+    return f"{recipe}-{family}-{z}-{seed}"
+
+
+def cell_name(recipe: str, family: str, z: int) -> str:
+    """A cell of the comparison: one (recipe, family, z), whose runs are its seeds."""
     return f"{recipe}-{family}-{z}"
 
 
-def runs(params: dict) -> list[tuple[str, str, int]]:
-    """(recipe, family, z) of every run, in the order of dvc.yaml's matrix."""
-    return [(r, f, z) for r in params["recipes"] for f in params["families"] for z in params["latent_dims"]]
+def runs(params: dict) -> list[tuple[str, str, int, int]]:
+    """(recipe, family, z, seed) of every run, in the order of dvc.yaml's matrix."""
+    return [(r, f, z, s) for r in params["recipes"] for f in params["families"] for z in params["latent_dims"]
+            for s in params["seeds"]]
 
 
-def train_config(params: dict, recipe: str, family: str) -> dict:
-    """`train`, overridden by `recipe.RECIPE`, then by `recipe.RECIPE.families.FAMILY`."""
+def train_config(params: dict, recipe: str, family: str, seed: int) -> dict:
+    """`train`, overridden by `recipe.RECIPE`, then by `recipe.RECIPE.families.FAMILY`, with the run's seed."""
     over = dict(params["recipe"][recipe] or {})
     per_family = over.pop("families", None) or {}
-    return {**params["train"], **over, **(per_family.get(family) or {})}
+    return {**params["train"], **over, **(per_family.get(family) or {}), "seed": seed}
 
 
 # --- validation -------------------------------------------------------------
@@ -82,8 +96,9 @@ def _reject_unknown(sec: dict, prefix: str, allowed: tuple[str, ...], listing: s
     for k in sec:
         if k not in allowed:
             hint = difflib.get_close_matches(str(k), allowed, n=1)
-            did = f" (did you mean '{prefix}.{hint[0]}'?)" if hint else ""
-            raise ParamsError(f"unknown key '{prefix}.{k}'{did}; {listing}")
+            dotted = lambda name: f"{prefix}.{name}" if prefix else name  # noqa: E731
+            did = f" (did you mean '{dotted(hint[0])}'?)" if hint else ""
+            raise ParamsError(f"unknown key '{dotted(k)}'{did}; {listing}")
 
 
 def _is_int(v) -> bool:
@@ -119,20 +134,42 @@ def _int_list(v, name: str, lo: int = 1):
 
 
 def validate(params: dict) -> None:
-    data = _section(params, "data", ("dataset", "mirrors", "local_mirror", "retries",
-                                     "timeout_s", "train_subset"))
+    """Check every section; the first problem raises ParamsError naming its key."""
+    _reject_unknown(params, "", TOP_LEVEL, f"allowed: {', '.join(TOP_LEVEL)}")
+    _validate_data(params)
+    _validate_matrix(params)
+    _validate_models(params)
+    validate_train(_section(params, "train", TRAIN_KEYS), "train")
+    _validate_recipes(params)
+    _validate_eval(params)
+    _validate_plot(params)
+    _validate_compare(params)
+
+
+def _validate_data(params: dict) -> None:
+    data = _section(params, "data", ("dataset", "local_mirror", "retries", "connect_timeout_s",
+                                     "read_timeout_s", "train_subset", "validation"))
     _choice(data, "dataset", "data.dataset", DATASETS)
-    mirrors = data["mirrors"]
-    if not isinstance(mirrors, list) or not all(isinstance(m, str) and m for m in mirrors):
-        raise ParamsError(f"'data.mirrors' must be a list of URLs, got {mirrors!r}")
     if data["local_mirror"] is not None and not isinstance(data["local_mirror"], str):
         raise ParamsError("'data.local_mirror' must be a directory, a file:// URL "
                           f"or null, got {data['local_mirror']!r}")
     _int(data, "retries", "data.retries")
-    _float(data, "timeout_s", "data.timeout_s")
+    _float(data, "connect_timeout_s", "data.connect_timeout_s")
+    _float(data, "read_timeout_s", "data.read_timeout_s")
     _int(data, "train_subset", "data.train_subset", optional=True)
+    n_train = DATASETS[data["dataset"]].files["train_images"].examples
+    if data["train_subset"] is not None and data["train_subset"] > n_train:
+        raise ParamsError(f"'data.train_subset' is {data['train_subset']}, but {data['dataset']} has "
+                          f"{n_train} training images; use at most {n_train}, or null for all")
+    _int(data, "validation", "data.validation")
+    if data["validation"] >= n_train:
+        raise ParamsError(f"'data.validation' is {data['validation']}, but {data['dataset']} has {n_train} "
+                          f"training images; hold out fewer than {n_train}")
 
-    for key in ("families", "latent_dims"):
+
+def _validate_matrix(params: dict) -> None:
+    """families x latent_dims x seeds (recipes are checked with their definitions)."""
+    for key in ("families", "latent_dims", "seeds"):
         if key not in params:
             raise ParamsError(f"missing key '{key}'")
     fams = params["families"]
@@ -140,38 +177,44 @@ def validate(params: dict) -> None:
         raise ParamsError(f"'families' must be a non-empty list, got {fams!r}")
     for f in fams:
         if f not in FAMILIES:
-            raise ParamsError(f"'families' has unknown family {f!r}; "
-                              f"allowed: {', '.join(FAMILIES)}")
-    if len(set(fams)) != len(fams):
-        raise ParamsError(f"'families' lists a family twice: {fams!r}")
-    _int_list(params["latent_dims"], "latent_dims")
-    if len(set(params["latent_dims"])) != len(params["latent_dims"]):
-        raise ParamsError(f"'latent_dims' lists a size twice: {params['latent_dims']!r}")
+            hint = difflib.get_close_matches(str(f), FAMILIES, n=1)
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ParamsError(f"'families' has unknown family {f!r}{did}; known families: {', '.join(FAMILIES)}")
+    for key, lo, what in (("families", None, "family"), ("latent_dims", 1, "size"), ("seeds", 0, "seed")):
+        if lo is not None:
+            _int_list(params[key], key, lo=lo)
+        if len(set(params[key])) != len(params[key]):
+            raise ParamsError(f"'{key}' lists a {what} twice: {params[key]!r}")
 
+
+def _validate_models(params: dict) -> None:
     models = _section(params, "models", tuple(FAMILIES))
     for fam, spec in FAMILIES.items():
         cfg = _section(models, fam, tuple(spec.params))
         for k in spec.params:
-            v = cfg[k]
-            name = f"models.{fam}.{k}"
+            v, name = cfg[k], f"models.{fam}.{k}"
             if isinstance(v, list):
                 _int_list(v, name)
             elif not _is_int(v) or v < 1:
                 raise ParamsError(f"'{name}' must be an integer >= 1, got {v!r}")
 
-    validate_train(_section(params, "train", TRAIN_KEYS), "train")
-    _validate_recipes(params)
 
-    ev = _section(params, "eval", ("seed", "batch_size", "z_samples", "study_batch_size", "nll_samples",
-                                   "nll_images", "nll_batch", "active_threshold", "collapse_kl"))
+def _validate_eval(params: dict) -> None:
+    ev = _section(params, "eval", ("seed", "batch_size", "z_samples", "study_batch_size", "iw_samples",
+                                   "iw_images", "iw_batch", "active_threshold", "collapse_kl"))
     _int(ev, "seed", "eval.seed", lo=0)
-    for k in ("batch_size", "z_samples", "study_batch_size", "nll_samples", "nll_batch"):
+    for k in ("batch_size", "z_samples", "study_batch_size", "iw_samples", "iw_batch"):
         _int(ev, k, f"eval.{k}")
-    _int(ev, "nll_images", "eval.nll_images", optional=True)
+    _int(ev, "iw_images", "eval.iw_images", optional=True)
     _float(ev, "active_threshold", "eval.active_threshold")
     _float(ev, "collapse_kl", "eval.collapse_kl")
 
-    plot = _section(params, "plot", ("grid", "quantile", "n_recon", "n_samples"))
+
+def _validate_plot(params: dict) -> None:
+    plot = _section(params, "plot", ("seed", "grid", "quantile", "n_recon", "n_samples"))
+    if plot["seed"] not in params["seeds"]:
+        raise ParamsError(f"'plot.seed' is {plot['seed']!r}, which is not among 'seeds' {params['seeds']}: "
+                          "the pictures are of that seed's runs")
     _int(plot, "grid", "plot.grid", lo=2)
     _float(plot, "quantile", "plot.quantile")
     if not plot["quantile"] < 0.5:
@@ -179,8 +222,9 @@ def validate(params: dict) -> None:
     _int(plot, "n_recon", "plot.n_recon")
     _int(plot, "n_samples", "plot.n_samples")
 
-    cmp_ = _section(params, "compare", ("best",))
-    best = cmp_["best"]
+
+def _validate_compare(params: dict) -> None:
+    best = _section(params, "compare", ("best",))["best"]
     if not isinstance(best, dict) or not set(best) <= set(COMPARE_COLUMNS):
         raise ParamsError(f"'compare.best' must map columns among {', '.join(COMPARE_COLUMNS)} "
                           f"to min or max, got {best!r}")
@@ -200,7 +244,6 @@ def validate_train(train: dict, prefix: str = "") -> None:
     _float(train, "free_bits", name("free_bits"), strict=False)
     _int(train, "epochs", name("epochs"))
     _int(train, "batch_size", name("batch_size"))
-    _int(train, "seed", name("seed"), lo=0)
     for k in ("grad_clip", "logvar_clamp"):
         if train[k] is not None:
             _float(train, k, name(k))

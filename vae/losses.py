@@ -11,6 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# The per-image terms every report shows, in order.
+TERMS = ("total", "recon", "kl")
+
 
 def reconstruction_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """-log p(x|z) under independent Bernoullis, summed over pixels."""
@@ -21,11 +24,6 @@ def reconstruction_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, 1)) of each latent dimension, analytic, shape [B, D]."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
-
-
-def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)), summed over latent dimensions."""
-    return kl_per_dimension(mu, logvar).sum(1)
 
 
 def negative_elbo(model, x: torch.Tensor, noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

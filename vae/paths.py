@@ -1,9 +1,18 @@
-"""Where each stage reads and writes; dvc.yaml declares the same paths."""
+"""Where each stage reads and writes; dvc.yaml declares the same paths.
+
+`checkpoints/` and `logs/` are scratch the train stage manages, outside the DVC
+graph: an epoch checkpoint lives only while its run is unfinished, and
+TensorBoard logs carry wall-clock times, which no tracked output may.
+"""
 from pathlib import Path
 
-DATA = Path("data/mnist")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
+CHECKED = Path("checks/params.ok")
+
+
+def data(dataset: str) -> Path:
+    return Path("data") / dataset
 
 
 def model(run: str) -> Path:
@@ -23,7 +32,13 @@ def history(run: str) -> Path:
 
 
 def metrics(run: str) -> Path:
+    """The run's headline numbers: a DVC metric, one row of `dvc metrics show`."""
     return METRICS / "runs" / f"{run}.json"
+
+
+def details(run: str) -> Path:
+    """What a run's metrics row cannot hold: KL per dimension, collapse reasons, settings, study units."""
+    return METRICS / "details" / f"{run}.json"
 
 
 def run_plots(run: str) -> Path:

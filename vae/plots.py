@@ -11,12 +11,12 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
 
-from vae import io  # noqa: E402
+from vae.atomic import atomic_path, save_figure  # noqa: E402
 from vae.models import VAE  # noqa: E402
 
 
 def _save_grid(path: Path, images: torch.Tensor, nrow: int) -> None:
-    with io.atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         save_image(make_grid(images, nrow=nrow, padding=1, pad_value=0.5), tmp, format="png")
 
 
@@ -71,29 +71,27 @@ def loss_curves(history_csv: Path, path: Path, title: str) -> None:
     axes[0].legend()
     fig.suptitle(title)
     fig.tight_layout()
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 @torch.no_grad()
-def latent_space(mu: torch.Tensor, labels: torch.Tensor, path: Path, title: str) -> None:
-    """Posterior means of the test set by digit: a scatter for z >= 2, per-digit violins for z = 1."""
+def latent_space(mu: torch.Tensor, labels: torch.Tensor, path: Path, title: str, classes: list[str]) -> None:
+    """Posterior means of the test set by class: a scatter for z >= 2, per-class violins for z = 1."""
     mu, labels = mu.cpu(), labels.cpu()
-    fig, ax = plt.subplots(figsize=(6, 5))
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(6.5, 5))
     if mu.shape[1] == 1:
-        ax.violinplot([mu[labels == d, 0].numpy() for d in range(10)], positions=range(10),
+        ax.violinplot([mu[labels == c, 0].numpy() for c in range(n)], positions=range(n),
                       orientation="horizontal", showmedians=True)
-        ax.set_yticks(range(10))
-        ax.set_ylabel("digit")
+        ax.set_yticks(range(n), classes)
         ax.set_xlabel("E[z | x]")
     else:
-        sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", s=2, alpha=0.6, rasterized=True)
-        fig.colorbar(sc, ax=ax, ticks=range(10), label="digit")
+        sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=n - 0.5, s=2, alpha=0.6,
+                        rasterized=True)
+        bar = fig.colorbar(sc, ax=ax, ticks=range(n))
+        bar.ax.set_yticklabels(classes)
         ax.set_xlabel("E[z1 | x]")
         ax.set_ylabel("E[z2 | x]")
     ax.set_title(title)
     fig.tight_layout()
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -1,24 +1,29 @@
-"""Aggregate per-run metrics into the comparison table (JSON, CSV and Markdown)."""
+"""Aggregate per-run metrics over seeds into the comparison: a cell is (recipe, family, z), its runs
+are its seeds; every figure is a mean with its sample std, and bold marks only what the noise allows."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
-from vae import io, paths
-from vae.config import run_name
+from vae import paths
+from vae.atomic import save_figure, write_json, write_text
+from vae.config import cell_name, run_name
+from vae.data import DATASETS
+from vae.losses import TERMS
 
-TERMS = ("total", "recon", "kl")
-# Columns of the comparison, in order, with their headers; integer columns print without decimals.
-COLUMNS = {"total": "−ELBO", "recon": "reconstruction", "kl": "KL", "nll": "IS-NLL",
+# The comparison's columns, in order, with their headers.
+COLUMNS = {"total": "−ELBO", "recon": "reconstruction", "kl": "KL", "iw_bound": "IW bound",
            "elbo_gap": "ELBO gap", "active_units": "active units", "mutual_info": "MI"}
-INTEGER = {"active_units"}
-METRIC_KEYS = ("nll", "elbo_gap", "active_units", "mutual_info", "collapsed")
+CELL = ["recipe", "family", "z"]
+# What metrics/cells/CELL.json holds: the DVC metric of a cell, one row of `dvc metrics show`.
+CELL_METRICS = ("total", "recon", "kl", "iw_bound", "mutual_info")
 
 # The study's own table, as published. Its units look like a sum over the
 # 16 images of the last, partial test batch (10000 = 78 * 128 + 16); our
-# metrics give the same sum in `study_last_batch` for comparison.
+# details give the same sum in `study_last_batch` for comparison.
 STUDY_TABLE = {
     ("simple_mlp", 1): (2552.0, 2453.7, 98.3),
     ("simple_mlp", 2): (2556.5, 2464.7, 91.7),
@@ -31,165 +36,210 @@ STUDY_TABLE = {
 }
 
 
-def load_metrics(run_list: list[tuple[str, str, int]]) -> pd.DataFrame:
+def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
     """One row per run, in params order; the run list comes from params, not a glob,
     so files left behind by runs no longer in the matrix are ignored."""
     rows = []
-    for recipe, family, z in run_list:
-        run = run_name(recipe, family, z)
-        path = paths.metrics(run)
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing; run `dvc repro evaluate@{run}`")
-        m = json.loads(path.read_text())
-        last = m["study_last_batch"]
-        rows.append({"run": run, "recipe": recipe, "family": family, "z": z,
-                     **{t: m[t] for t in TERMS}, **{k: m[k] for k in METRIC_KEYS},
-                     "collapse_reasons": "; ".join(m["collapse_reasons"]), "parameters": m["parameters"],
-                     **{f"last_{t}": last[t] for t in TERMS}, "last_images": last["images"],
-                     "test_images": m["test_images"], "z_samples": m["z_samples"],
-                     "nll_samples": m["nll_samples"], "nll_images": m["nll_images"]})
+    for recipe, family, z, seed in run_list:
+        run = run_name(recipe, family, z, seed)
+        if not paths.metrics(run).exists() or not paths.details(run).exists():
+            raise FileNotFoundError(f"{paths.metrics(run)} is missing; run `dvc repro evaluate@{run}`")
+        m, d = json.loads(paths.metrics(run).read_text()), json.loads(paths.details(run).read_text())
+        last = d.get("study_last_batch") or dict.fromkeys(TERMS, math.nan)  # MNIST only
+        rows.append({"run": run, "cell": cell_name(recipe, family, z), "recipe": recipe, "family": family, "z": z,
+                     "seed": seed, **{c: m[c] for c in COLUMNS}, "collapsed": m["collapsed"],
+                     "collapse_reasons": "; ".join(d["collapse_reasons"]), "parameters": d["parameters"],
+                     **{f"last_{t}": last[t] for t in TERMS}, "test_images": d["test_images"],
+                     "z_samples": d["z_samples"], "iw_samples": d["iw_samples"], "iw_images": d["iw_images"]})
     return pd.DataFrame(rows)
 
 
-def bold_best(df: pd.DataFrame, best: dict[str, str], digits: int = 2) -> pd.DataFrame:
-    """Format numbers, wrapping the best value of each column (min or max) in ** **."""
-    out = df.copy()
-    for col, how in best.items():
-        d = 0 if col in INTEGER else digits
-        vals = df[col].round(d)
-        target = vals.min() if how == "min" else vals.max()
-        out[col] = [f"**{v:.{d}f}**" if v == target else f"{v:.{d}f}" for v in vals]
-    return out
+def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: mean, sample std (NaN for one seed), min and max of every column over seeds,
+    the number of seeds and of collapsed seeds."""
+    grouped = runs.groupby(CELL, sort=False)
+    stats = grouped[list(COLUMNS)].agg(["mean", "std", "min", "max"])
+    stats.columns = [f"{c}_{s}" if s != "mean" else c for c, s in stats.columns]
+    extra = grouped.agg(cell=("cell", "first"), seeds=("seed", "size"), collapsed=("collapsed", "sum"),
+                        parameters=("parameters", "first"),
+                        **{f"last_{t}": (f"last_{t}", "mean") for t in TERMS})
+    return extra.join(stats).reset_index()
 
 
-def _one(df: pd.DataFrame, col: str) -> str:
+def rank(cells: pd.DataFrame, col: str, how: str) -> list[str]:
+    """'best', 'tie' or '' per cell, within each latent size of a recipe.
+
+    Only cells with no collapsed seed take part, and only where two or more do.
+    The best mean is 'best' when its mean ± std interval does not overlap any
+    other cell's; otherwise it and every cell overlapping it are 'tie'. One
+    seed has no std: its interval is its mean."""
+    marks = [""] * len(cells)
+    for _, group in cells.groupby(["recipe", "z"], sort=False):
+        ok = group[group["collapsed"] == 0]
+        if len(ok) < 2:
+            continue
+        sign = 1 if how == "min" else -1
+        best = (sign * ok[col]).idxmin()
+        spread = ok[f"{col}_std"].fillna(0.0)
+        lo, hi = ok[col] - spread, ok[col] + spread
+        overlap = [i for i in ok.index if i != best and lo[i] <= hi[best] and lo[best] <= hi[i]]
+        for i in [best, *overlap]:
+            marks[cells.index.get_loc(i)] = "tie" if overlap else "best"
+    return marks
+
+
+def _mean_std(mean: float, std: float, digits: int = 2) -> str:
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def recipe_table(cells: pd.DataFrame, runs: pd.DataFrame, best: dict[str, str]) -> str:
+    """One recipe's cells as a Markdown table: mean ± std over seeds, bold where the noise allows."""
+    table = cells[["family", "z"]].astype(str).copy()
+    for col in COLUMNS:
+        marks = rank(cells, col, best[col]) if col in best else [""] * len(cells)
+        text = [_mean_std(m, s) for m, s in zip(cells[col], cells[f"{col}_std"])]
+        table[COLUMNS[col]] = [f"**{t}**" if k == "best" else f"{t} †" if k == "tie" else t
+                               for t, k in zip(text, marks)]
+    reasons = runs[runs["collapsed"]].groupby("cell")["collapse_reasons"].first()
+    table["collapsed"] = [f"⚠ {c}/{n}: {reasons[name]}" if c else f"0/{n}"
+                          for c, n, name in zip(cells["collapsed"], cells["seeds"], cells["cell"])]
+    table["parameters"] = cells["parameters"].map("{:,}".format)
+    return table.to_markdown(index=False, disable_numparse=True)
+
+
+def common_value(df: pd.DataFrame, col: str) -> str:
     """The value a column has in every row, or all of them joined by '/'."""
     vals = sorted(set(df[col]))
     return str(vals[0]) if len(vals) == 1 else "/".join(map(str, vals))
 
 
-def recipe_table(df: pd.DataFrame, best: dict[str, str]) -> str:
-    """One recipe's runs as a Markdown table, the best value of each column in bold."""
-    cols = list(COLUMNS)
-    table = bold_best(df[["family", "z", *cols]], best)
-    for c in set(cols) - set(best):
-        table[c] = df[c].map(lambda v, c=c: f"{v:.0f}" if c in INTEGER else f"{v:.2f}")
-    table["collapse"] = ["⚠ " + r if c else "" for c, r in zip(df["collapsed"], df["collapse_reasons"])]
-    table["parameters"] = df["parameters"].map("{:,}".format)
-    return table.rename(columns=COLUMNS).to_markdown(index=False, disable_numparse=True)
-
-
-def markdown(df: pd.DataFrame, best: dict[str, str]) -> str:
+def markdown(runs: pd.DataFrame, cells: pd.DataFrame, best: dict[str, str], dataset: str) -> str:
+    recipes = list(dict.fromkeys(cells["recipe"]))
     rules = ", ".join(f"{COLUMNS[c]} {how}" for c, how in best.items())
-    recipes = list(dict.fromkeys(df["recipe"]))
     lines = [
-        "# VAE comparison on MNIST",
+        f"# VAE comparison on {DATASETS[dataset].title}",
         "",
-        f"Test set ({_one(df, 'test_images')} images). −ELBO, reconstruction, KL and IS-NLL are in "
-        f"**nats per image**, averaged over images ({_one(df, 'z_samples')} z sample(s) per image for the "
-        f"ELBO terms; IS-NLL = −log p(x) with K={_one(df, 'nll_samples')} importance samples on a fixed "
-        f"random subset of {_one(df, 'nll_images')} test images). ELBO gap = −ELBO − IS-NLL. "
-        "Active units: latent dimensions with Var_x(E[z_d|x]) > threshold; MI: I_q(x; z) in nats. "
-        f"Bold: best per column within a recipe ({rules}). Recipes are defined in params.yaml "
-        "(`train`, overridden by `recipe.NAME`, then by `recipe.NAME.families.FAMILY`).",
+        f"Test set ({common_value(runs, 'test_images')} images), **nats per image**, each cell the mean ± sample "
+        f"std over its seeds ({common_value(cells, 'seeds')} per cell; seeds {common_value(runs, 'seed')}). "
+        f"−ELBO, reconstruction and KL average {common_value(runs, 'z_samples')} z draw(s) per image. IW bound: "
+        f"the importance-weighted bound with K={common_value(runs, 'iw_samples')} samples, on a fixed random subset "
+        f"of {common_value(runs, 'iw_images')} test images; the targets are grey levels, so it bounds a "
+        f"cross-entropy, not a likelihood of {DATASETS[dataset].title}, and is not comparable to published "
+        "NLLs of binarized images. ELBO gap: "
+        "−ELBO − IW bound on those same images. Active units: latent dimensions with Var_x(E[z_d|x]) > "
+        "threshold; MI: I_q(x; z).",
+        "",
+        f"**Bold**: best within a recipe and latent size ({rules}), only where its mean ± std does not overlap "
+        "any other cell's. † : tied for best (the intervals overlap). Cells with a collapsed seed are never "
+        "marked. Recipes are defined in params.yaml (`train`, overridden by `recipe.NAME`, then by "
+        "`recipe.NAME.families.FAMILY`).",
         "",
     ]
     for recipe in recipes:
-        lines += [f"## Recipe `{recipe}`", "", recipe_table(df[df["recipe"] == recipe], best), ""]
-    if df["collapsed"].any():
-        lines += ["⚠ marks posterior collapse: fewer active units than z, or a latent dimension "
-                  "whose KL is below `eval.collapse_kl`. A collapsed run's low KL is not a virtue.", ""]
+        pick = cells["recipe"] == recipe
+        lines += [f"## Recipe `{recipe}`", "", recipe_table(cells[pick], runs, best), ""]
+    if cells["collapsed"].any():
+        lines += ["⚠ k/n: k of the cell's n seeds collapsed (fewer active units than z, or a latent dimension "
+                  "whose KL is below `eval.collapse_kl`), with the first one's reasons.", ""]
     if len(recipes) > 1:
-        lines += recipe_deltas(df, recipes)
-    lines += study_comparison(df[df["recipe"] == recipes[0]], recipes[0])
+        lines += recipe_deltas(cells, recipes)
+    if dataset == "mnist":  # the study's table is of MNIST: set nothing else beside it
+        lines += study_comparison(cells[cells["recipe"] == recipes[0]], recipes[0])
     return "\n".join(lines)
 
 
-def recipe_deltas(df: pd.DataFrame, recipes: list[str]) -> list[str]:
-    """−ELBO and IS-NLL of every recipe side by side, with each recipe's change from the first."""
+def recipe_deltas(cells: pd.DataFrame, recipes: list[str]) -> list[str]:
+    """Mean −ELBO of every recipe side by side, with each recipe's change from the first."""
     base = recipes[0]
-    wide = df.pivot_table(index=["family", "z"], columns="recipe", values=["total", "nll"], sort=False)
-    header = ["family", "z"]
-    for r in recipes:
-        header += [f"−ELBO {r}"] + ([f"Δ {r}"] if r != base else [])
-    for r in recipes:
-        header += [f"IS-NLL {r}"]
+    header = ["family", "z", *[f"−ELBO {r}" for r in recipes], *[f"Δ {r}" for r in recipes[1:]]]
     rows = []
-    for (family, z), v in wide.iterrows():
-        cells = [family, str(z)]
-        for r in recipes:
-            cells.append(f"{v[('total', r)]:.2f}")
-            if r != base:
-                cells.append(f"{v[('total', r)] - v[('total', base)]:+.2f}")
-        cells += [f"{v[('nll', r)]:.2f}" for r in recipes]
-        rows.append(cells)
-    return [f"## Recipes side by side (nats per image; Δ = change from `{base}`, negative is better)", "",
-            "| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * len(header)) + " |",
-            *("| " + " | ".join(c) + " |" for c in rows), ""]
+    for (family, z), group in cells.groupby(["family", "z"], sort=False):
+        by = group.set_index("recipe")
+        row = [family, str(z), *[_mean_std(by.at[r, "total"], by.at[r, "total_std"]) for r in recipes]]
+        row += [f"{by.at[r, 'total'] - by.at[base, 'total']:+.2f}" for r in recipes[1:]]
+        rows.append(row)
+    return [f"## Recipes side by side (−ELBO, nats per image; Δ = change of the mean from `{base}`, "
+            "negative is better)", "", "| " + " | ".join(header) + " |",
+            "| " + " | ".join(["---"] * len(header)) + " |", *("| " + " | ".join(r) + " |" for r in rows), ""]
 
 
-def study_comparison(df: pd.DataFrame, recipe: str) -> list[str]:
-    study = [(r, STUDY_TABLE.get((r.family, r.z))) for r in df.itertuples()]
+def study_comparison(cells: pd.DataFrame, recipe: str) -> list[str]:
+    study = [(c, STUDY_TABLE.get((c.family, c.z))) for c in cells.itertuples()]
     if not any(s for _, s in study):
         return []
     lines = [
         "## Next to the study's table",
         "",
         "The study's numbers are assumed (not known) to be sums over the 16 images of the "
-        f"last, partial test batch of 128. Ours (recipe `{recipe}`) in the same units are in the "
-        "`last 16` columns.",
+        f"last, partial test batch of 128. Ours (recipe `{recipe}`, mean over seeds) in the same units are "
+        "in the `last 16` columns.",
         "",
         "| family | z | study total | study recon | study KL | ours total (last 16) "
         "| ours recon (last 16) | ours KL (last 16) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r, s in study:
+    for c, s in study:
         s = s or ("–",) * 3
-        lines.append(f"| {r.family} | {r.z} | {s[0]} | {s[1]} | {s[2]} | "
-                     f"{r.last_total:.1f} | {r.last_recon:.1f} | {r.last_kl:.1f} |")
+        lines.append(f"| {c.family} | {c.z} | {s[0]} | {s[1]} | {s[2]} | "
+                     f"{c.last_total:.1f} | {c.last_recon:.1f} | {c.last_kl:.1f} |")
     return lines + [""]
 
 
-def load_curves(run_list: list[tuple[str, str, int]]) -> pd.DataFrame:
-    """Every run's per-epoch history in one long table with a `run` column, for dvc plots."""
-    names = [run_name(*r) for r in run_list]
-    curves = pd.concat([pd.read_csv(paths.history(n)).assign(run=n) for n in names], ignore_index=True)
-    return curves[["run", *[c for c in curves.columns if c != "run"]]]
+def load_curves(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
+    """Each cell's per-epoch history, averaged over its seeds, in one long table with a `run` column
+    (the cell's name) for dvc plots."""
+    frames = [pd.read_csv(paths.history(run_name(*r))).assign(run=cell_name(*r[:3])) for r in run_list]
+    curves = pd.concat(frames, ignore_index=True).groupby(["run", "epoch"], sort=False).mean().reset_index()
+    return curves
 
 
-def write_comparison(df: pd.DataFrame, curves: pd.DataFrame, best: dict[str, str], json_path: Path,
-                     csv_path: Path, curves_path: Path, md_path: Path, png_path: Path) -> None:
-    # Nested by recipe, so `dvc metrics diff` shows keys like tuned.conv-2.total.
+def _rounded(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 4)
+
+
+def write_comparison(runs: pd.DataFrame, curves: pd.DataFrame, best: dict[str, str], dataset: str, *,
+                     json_path: Path, cells_dir: Path, csv_path: Path, curves_path: Path, md_path: Path,
+                     png_path: Path) -> None:
+    cells = aggregate(runs)
+    # Everything, nested by recipe then cell: mean, std, min, max and each seed's value.
     comparison: dict[str, dict] = {}
-    for r in df.itertuples():
-        comparison.setdefault(r.recipe, {})[f"{r.family}-{r.z}"] = {
-            **{c: round(float(getattr(r, c)), 4) for c in COLUMNS if c not in INTEGER},
-            **{c: int(getattr(r, c)) for c in INTEGER}, "collapsed": bool(r.collapsed)}
-    io.write_json(json_path, comparison)
-    io.write_text(csv_path, df[["run", "recipe", "family", "z", *COLUMNS]].to_csv(index=False, float_format="%.4f"))
-    io.write_text(curves_path, curves.to_csv(index=False, float_format="%.4f"))
-    io.write_text(md_path, markdown(df, best))
-    bar_chart(df, png_path)
+    for c in cells.itertuples():
+        mine = runs[runs["cell"] == c.cell]
+        comparison.setdefault(c.recipe, {})[f"{c.family}-{c.z}"] = {
+            "seeds": int(c.seeds), "collapsed": int(c.collapsed),
+            **{col: {"mean": _rounded(getattr(c, col)), "std": _rounded(getattr(c, f"{col}_std")),
+                     "min": _rounded(getattr(c, f"{col}_min")), "max": _rounded(getattr(c, f"{col}_max")),
+                     "per_seed": {str(s): _rounded(v) for s, v in zip(mine["seed"], mine[col])}}
+               for col in COLUMNS}}
+        # The DVC metric of the cell: a flat row for `dvc metrics show`.
+        write_json(cells_dir / f"{c.cell}.json", {
+            **{k: _rounded(getattr(c, k)) for k in CELL_METRICS}, "total_std": _rounded(c.total_std),
+            "seeds": int(c.seeds), "collapsed": int(c.collapsed)})
+    write_json(json_path, comparison)
+    table = cells[["cell", "recipe", "family", "z", "seeds", "collapsed", *COLUMNS, "total_std"]]
+    write_text(csv_path, table.rename(columns={"cell": "run"}).to_csv(index=False, float_format="%.4f"))
+    write_text(curves_path, curves.to_csv(index=False, float_format="%.4f"))
+    write_text(md_path, markdown(runs, cells, best, dataset))
+    bar_chart(cells, png_path, DATASETS[dataset].title)
 
 
-def bar_chart(df: pd.DataFrame, path: Path) -> None:
-    """The final test metrics of every run side by side, one panel per metric."""
+def bar_chart(cells: pd.DataFrame, path: Path, title: str) -> None:
+    """Every cell's test metrics side by side, mean with ± std error bars, one panel per metric."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = ["total", "nll", "recon", "kl", "mutual_info"]
-    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 1.2 + 0.25 * max(len(df), 10)), sharey=True)
-    colors = ["tab:red" if c else "tab:blue" for c in df["collapsed"]]
+    cols = ["total", "iw_bound", "recon", "kl", "mutual_info"]
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 1.2 + 0.25 * max(len(cells), 10)),
+                             sharey=True)
+    colors = ["tab:red" if c else "tab:blue" for c in cells["collapsed"]]
     for ax, c in zip(axes, cols):
-        ax.barh(df["run"], df[c], color=colors)
+        ax.barh(cells["cell"], cells[c], xerr=cells[f"{c}_std"].fillna(0.0), color=colors, capsize=2)
         ax.set_title(f"{COLUMNS[c]} (nats)")
         ax.grid(axis="x", alpha=0.3)
-        if c in ("total", "nll", "recon"):  # differences of a few nats on ~100: zoom in
-            ax.set_xlim(df[c].min() * 0.95, df[c].max() * 1.01)
+        if c in ("total", "iw_bound", "recon"):  # differences of a few nats on ~100: zoom in
+            ax.set_xlim(cells[c].min() * 0.95, cells[c].max() * 1.01)
     axes[0].invert_yaxis()
-    fig.suptitle("Test metrics per image (red: posterior collapse flagged)")
+    fig.suptitle(f"{title}: test metrics per image, mean ± std over seeds (red: a seed collapsed)")
     fig.tight_layout()
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, path)

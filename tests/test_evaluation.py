@@ -1,0 +1,168 @@
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal
+
+from vae.evaluation import (active_units, collapse, evaluate, full_report, iw_bound,
+                            mean_kl_per_dimension, mutual_information, posterior_stats)
+from vae.losses import reconstruction_nll
+from vae.models import build_model
+from vae.training import train
+from tests.test_training import SETTINGS, data
+
+
+def blobs(n, seed=0):
+    """Images of a Gaussian blob at a random position: two real factors of variation."""
+    g = torch.Generator().manual_seed(seed)
+    centre = 6 + 16 * torch.rand(n, 2, 1, 1, generator=g)
+    grid = torch.arange(28.0)
+    img = torch.exp(-((grid[None, :, None] - centre[:, 0]) ** 2 + (grid[None, None, :] - centre[:, 1]) ** 2) / 8)
+    return img[:, None]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trained")
+    model, _ = train("simple_mlp-2", "simple_mlp", 2, {"hidden": 64}, {**SETTINGS, "epochs": 5, "lr": 3e-3},
+                     blobs(1000), blobs(50, 1), checkpoint=tmp / "c.pt", log_dir=tmp / "l",
+                     eval_seed=1, eval_batch_size=50, fingerprint="x")
+    return model.eval()
+
+
+def dead_dimension_model(z=3, dead=1):
+    """An encoder whose mu and logvar ignore the input in dimension `dead`: q(z_dead|x) = N(0, 1)."""
+    torch.manual_seed(0)
+    model = build_model("simple_mlp", z, {"hidden": 32})
+    last = model.encoder[-1]
+    with torch.no_grad():
+        for row in (dead, z + dead):  # mu_dead and logvar_dead
+            last.weight[row].zero_()
+            last.bias[row] = 0.0
+    return model.eval()
+
+
+def test_iw_bound_with_one_sample_is_the_single_sample_elbo(trained):
+    x = data(20, 2)
+    bound = iw_bound(trained, x, 1, torch.Generator().manual_seed(5))
+    eps = torch.randn(1, 20, 2, generator=torch.Generator().manual_seed(5))[0]
+    mu, logvar = trained.encode(x)
+    q = Normal(mu, (0.5 * logvar).exp())
+    zs = q.loc + q.scale * eps
+    mc_elbo = (reconstruction_nll(trained.decode(zs), x) + q.log_prob(zs).sum(1)
+               - Normal(0.0, 1.0).log_prob(zs).sum(1))
+    assert torch.allclose(bound, mc_elbo.detach(), rtol=1e-5, atol=1e-3)
+
+
+def test_iw_bound_with_one_sample_averages_to_the_analytic_kl_elbo(trained):
+    # Both sides seeded: nothing depends on the global RNG, so on which tests ran before.
+    # The standard error of each side is ~0.03 nats; a KL off by a constant is off by >= 1.
+    x = blobs(20, 2)
+    many = torch.stack([iw_bound(trained, x, 1, torch.Generator().manual_seed(s))
+                        for s in range(300)]).mean()
+    assert many.item() == pytest.approx(evaluate(trained, x, 20, seed=0, z_samples=300)["total"], abs=0.2)
+
+
+def test_iw_bound_does_not_increase_with_more_samples(trained):
+    x = data(30, 3)
+    bound = {k: iw_bound(trained, x, k, torch.Generator().manual_seed(0), chunk=64).mean().item()
+             for k in (1, 10, 500)}
+    assert bound[500] <= bound[10] <= bound[1]
+
+
+def test_chunked_iw_bound_equals_one_chunk_on_the_same_draws(trained):
+    # 8 images x z=2 is 16 normals per sample, a whole block of torch's vectorised CPU sampler,
+    # so [98, 8, 2] then [2, 8, 2] consume the same stream as one [100, 8, 2]: every chunking
+    # below sees the same draws, and only the folding of chunks can make the estimates differ.
+    k, x = 100, blobs(8, 4)
+    g = torch.Generator().manual_seed(0)
+    pieces = torch.cat([torch.randn(n, 8, 2, generator=g) for n in [7] * 14 + [2]])
+    assert torch.equal(pieces, torch.randn(k, 8, 2, generator=torch.Generator().manual_seed(0)))
+    whole = iw_bound(trained, x, k, torch.Generator().manual_seed(0), chunk=k)
+    for chunk in (1, 7, 64):
+        chunked = iw_bound(trained, x, k, torch.Generator().manual_seed(0), chunk=chunk)
+        assert torch.allclose(chunked, whole, rtol=0, atol=1e-3), chunk
+
+
+def test_iw_bound_converges_to_the_exact_marginal_of_a_one_dimensional_model():
+    torch.manual_seed(0)
+    model = build_model("simple_mlp", 1, {"hidden": 32}).eval()
+    with torch.no_grad():  # q(z|x) of std 0.5: a proposal twice as wide as the posterior (std ~0.25)
+        model.encoder[-1].bias[1] = 2 * math.log(0.5)
+    x = blobs(3, 2)
+    # -log p(x) = -log ∫ p(x|z) p(z) dz as a Riemann sum over a fine grid of z.
+    z = torch.linspace(-10.0, 10.0, 4001)
+    with torch.no_grad():
+        log_joint = torch.stack([-reconstruction_nll(model.decode(z[:, None]), xi.expand(len(z), -1, -1, -1))
+                                 for xi in x]) + Normal(0.0, 1.0).log_prob(z)
+    exact = -(torch.logsumexp(log_joint, 1) + math.log(z[1] - z[0]))
+    # The grid must hold the posterior and resolve it: its ends carry no mass, its step << the posterior's std.
+    posterior = log_joint.softmax(1)
+    mean = (posterior * z).sum(1)
+    assert posterior[:, [0, -1]].max() < 1e-12 and ((posterior * (z - mean[:, None]) ** 2).sum(1).sqrt() > 0.1).all()
+    bound = iw_bound(model, x, 2000, torch.Generator().manual_seed(0))
+    assert (bound - exact).abs().max() < 0.1  # ~5 standard deviations of the K=2000 estimate
+
+
+def test_active_units_count_a_dead_dimension():
+    model = dead_dimension_model(z=3, dead=1)
+    mu, logvar = posterior_stats(model, data(300), 100)
+    assert active_units(mu, 0.01) == 2
+    kl = mean_kl_per_dimension(mu, logvar)
+    assert kl[1] == 0.0 and kl[0] > 0 and kl[2] > 0
+
+
+def test_collapse_flag_fires_on_collapsed_run_only(trained):
+    sick = full_report(dead_dimension_model(z=2, dead=0), data(200), iw_samples=5, iw_images=None,
+                       iw_batch=100, seed=0, batch_size=100, kl_threshold=0.01, au_threshold=0.01)
+    assert sick["collapsed"] and sick["active_units"] == 1
+    assert sick["collapse_reasons"] == ["1/2 active units", "KL < 0.01 nats in dim 0"]
+    healthy = full_report(trained, blobs(200, 2), iw_samples=5, iw_images=100, iw_batch=50, seed=0,
+                          batch_size=100, kl_threshold=0.01, au_threshold=0.01)
+    assert not healthy["collapsed"] and healthy["active_units"] == 2 and healthy["iw_images"] == 100
+    assert collapse(2, 2, [0.5, 0.009], 0.01) == ["KL < 0.01 nats in dim 1"]
+
+
+def test_elbo_gap_compares_elbo_and_iw_bound_on_the_same_images(trained):
+    # Half the images are blobs (~85 nats), half inverted blobs (thousands): a gap taken between
+    # different sets of images is off by thousands; on the same images it is a fraction of a nat.
+    x = torch.cat([blobs(50, 5), 1 - blobs(50, 6)])[torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    report = full_report(trained, x, iw_samples=5, iw_images=10, iw_batch=50, seed=0, batch_size=100,
+                         kl_threshold=0.01, au_threshold=0.01)
+    assert report["iw_images"] == 10 and abs(report["elbo_gap"]) < 1.0
+
+
+def collapsed_model(z=2):
+    """Posterior = prior for every x, and a decoder that ignores z: the ELBO is exact."""
+    model = dead_dimension_model(z=z, dead=0)
+    with torch.no_grad():
+        for row in range(2 * z):
+            model.encoder[-1].weight[row].zero_()
+            model.encoder[-1].bias[row] = 0.0
+        model.decoder[0].weight.zero_()  # the first layer sees z: now nothing downstream does
+    return model
+
+
+def test_elbo_gap_is_zero_when_the_decoder_ignores_z():
+    report = full_report(collapsed_model(), blobs(100, 7), iw_samples=50, iw_images=40, iw_batch=20, seed=0,
+                         batch_size=50, kl_threshold=0.01, au_threshold=0.01)
+    assert abs(report["elbo_gap"]) < 1e-3 and report["collapsed"]
+
+
+def test_elbo_gap_is_positive_for_a_model_that_uses_z(trained):
+    gaps = [full_report(trained, blobs(60, 8), iw_samples=100, iw_images=60, iw_batch=30, seed=s, batch_size=60,
+                        kl_threshold=0.01, au_threshold=0.01)["elbo_gap"] for s in range(3)]
+    assert all(g > 0 for g in gaps), gaps
+
+
+def test_mutual_information_is_between_zero_and_log_n(trained):
+    mu, logvar = posterior_stats(trained, blobs(400, 3), 100)
+    mi = mutual_information(mu, logvar, torch.Generator().manual_seed(0), batch_size=200)
+    assert 0.1 < mi <= math.log(200)
+    # No information: every posterior is N(0, 1), whatever x is.
+    zero = mutual_information(torch.zeros(400, 2), torch.zeros(400, 2), torch.Generator().manual_seed(0), 200)
+    assert abs(zero) < 0.05
+    # Perfectly separated posteriors reach the bound log N.
+    sharp = mutual_information(torch.arange(200.0)[:, None] * 10, torch.full((200, 1), -10.0),
+                               torch.Generator().manual_seed(0), 200)
+    assert abs(sharp - math.log(200)) < 0.1  # up to the Monte Carlo noise of the entropy term
