@@ -8,12 +8,15 @@ run with its own thread count, so a machine with more cores finishes sooner:
 
 A stage already up to date is skipped by DVC as usual. Each lane's output goes
 to logs/study/RUN.log; a failed run is reported at the end (exit status 1) and
-does not stop the others. `--dry` prints the plan.
+does not stop the others. `--dry` prints the plan. `--only REGEX` runs the runs
+whose names match (e.g. `--only '^study-'`) and leaves `compare`, which needs
+every run, for a later call.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -57,6 +60,7 @@ def main() -> None:
     ap.add_argument("--lanes", type=int, default=2, help="runs trained at the same time (default 2)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per lane (default 1)")
     ap.add_argument("--dry", action="store_true", help="print the plan and exit")
+    ap.add_argument("--only", metavar="REGEX", help="only the runs whose names match; compare is not run")
     args = ap.parse_args()
     if args.lanes < 1 or args.threads < 1:
         ap.error("--lanes and --threads must be at least 1")
@@ -64,7 +68,7 @@ def main() -> None:
         params = load_params(ROOT / "params.yaml")
     except ParamsError as e:
         sys.exit(f"study: {e}")
-    todo = plan(params)
+    todo = [(run, stages) for run, stages in plan(params) if not args.only or re.search(args.only, run)]
     if args.dry:
         for run, stages in todo:
             print(f"{run}: dvc repro -s {' '.join(stages)}")
@@ -87,7 +91,8 @@ def main() -> None:
     print(f"study: {len(todo) - len(failed)}/{len(todo)} runs in {(time.monotonic() - t0) / 60:.1f} min wall time")
     if failed:
         sys.exit(f"study: failed: {', '.join(failed)}; see logs/study/RUN.log; compare not run")
-    sys.exit(dvc("repro", "compare"))
+    if not args.only:
+        sys.exit(dvc("repro", "compare"))
 
 
 if __name__ == "__main__":
