@@ -22,10 +22,8 @@ from ruamel.yaml import YAML
 
 import torch
 
-from benchmarks.common import train_scratch
-from vae import paths
+from benchmarks.common import load_images, train_scratch
 from vae.config import TRAIN_KEYS, ParamsError, load_params, train_config, validate_train
-from vae.data import load_split, to_float
 
 RESULTS = Path("benchmarks/pilots.jsonl")
 
@@ -47,9 +45,8 @@ def parse_overrides(items: list[str]) -> dict:
 
 def validation_split(params: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(training images minus the last data.validation, those last images), as the stages load data."""
-    torch.set_flush_denormal(True)  # as the stages do: same numbers, faster when a run collapses
-    dataset, n = params["data"]["dataset"], params["data"]["validation"]
-    images = to_float(load_split(paths.data(dataset), dataset, "train")[0])
+    images, _ = load_images(params["data"]["dataset"])
+    n = params["data"]["validation"]
     return images[:-n], images[-n:]
 
 
