@@ -217,7 +217,11 @@ def test_the_study_script_runs_every_run_in_parallel_lanes_then_compare(tmp_path
     assert plan[0].endswith("plot@tuned-conv-2") and "plot@" not in plan[1]  # pictures of plot.seed only
     only = sh(sys.executable, "tools/study.py", "--dry", "--only", "simple", cwd=tmp_path, env=env).splitlines()
     assert [line.split(":")[0] for line in only] == ["tuned-simple_mlp-2-0", "tuned-simple_mlp-2-1"]
-    out = sh(sys.executable, "tools/study.py", "--lanes", "2", "--threads", "1", cwd=tmp_path, env=env)
+    # From a venv that is not activated: the stages' `python` must still be this interpreter.
+    venv_bin = str(Path(sys.executable).parent)
+    bare = {k: v for k, v in env.items() if k != "VIRTUAL_ENV"}
+    bare["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)
+    out = sh(sys.executable, "tools/study.py", "--lanes", "2", "--threads", "1", cwd=tmp_path, env=bare)
     assert "study: 4/4 runs in" in out and "Running stage 'compare'" in out
     assert (tmp_path / "logs" / "study" / "tuned-conv-2-1.log").exists()
     assert "up to date" in sh(DVC, "status", cwd=tmp_path, env=env)

@@ -73,9 +73,11 @@ def main() -> None:
         for run, stages in todo:
             print(f"{run}: dvc repro -s {' '.join(stages)}")
         return
-    if dvc("repro", "check", "download"):
+    # Stages call `python`: make it this interpreter, so the study runs from an unactivated venv too.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    if dvc("repro", "check", "download", env=env):
         sys.exit("study: check or download failed; nothing was trained")
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     t0 = time.monotonic()
 
     def one(item):
@@ -92,7 +94,7 @@ def main() -> None:
     if failed:
         sys.exit(f"study: failed: {', '.join(failed)}; see logs/study/RUN.log; compare not run")
     if not args.only:
-        sys.exit(dvc("repro", "compare"))
+        sys.exit(dvc("repro", "compare", env=env))
 
 
 if __name__ == "__main__":
