@@ -20,6 +20,10 @@ COLUMNS = {"total": "−ELBO", "recon": "reconstruction", "kl": "KL", "iw_bound"
 CELL = ["recipe", "family", "z"]
 # What metrics/cells/CELL.json holds: the DVC metric of a cell, one row of `dvc metrics show`.
 CELL_METRICS = ("total", "recon", "kl", "iw_bound", "mutual_info")
+# A run diverged when its last epoch's mean training -ELBO is this many times its best epoch's: the
+# optimisation blew up (at the study's lr 0.01 a few training images can reach 1e20 nats while the
+# test figures stay finite), so its test figures describe a broken model, not the family.
+DIVERGED_FACTOR = 10
 
 # The study's own table, as published. Its units look like a sum over the
 # 16 images of the last, partial test batch (10000 = 78 * 128 + 16); our
@@ -46,8 +50,12 @@ def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
             raise FileNotFoundError(f"{paths.metrics(run)} is missing; run `dvc repro evaluate@{run}`")
         m, d = json.loads(paths.metrics(run).read_text()), json.loads(paths.details(run).read_text())
         last = d.get("study_last_batch") or dict.fromkeys(TERMS, math.nan)  # MNIST only
+        train = pd.read_csv(paths.history(run))["train_total"]
         rows.append({"run": run, "cell": cell_name(recipe, family, z), "recipe": recipe, "family": family, "z": z,
                      "seed": seed, **{c: m[c] for c in COLUMNS}, "collapsed": m["collapsed"],
+                     "diverged": bool(train.iloc[-1] > DIVERGED_FACTOR * train.min()),
+                     "divergence": f"training −ELBO {train.iloc[-1]:.3g} in the last epoch, "
+                                   f"{train.min():.1f} at best",
                      "collapse_reasons": "; ".join(d["collapse_reasons"]), "parameters": d["parameters"],
                      **{f"last_{t}": last[t] for t in TERMS}, "test_images": d["test_images"],
                      "z_samples": d["z_samples"], "iw_samples": d["iw_samples"], "iw_images": d["iw_images"]})
@@ -56,11 +64,12 @@ def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: mean, sample std (NaN for one seed), min and max of every column over seeds,
-    the number of seeds and of collapsed seeds."""
+    the number of seeds and of collapsed and of diverged seeds."""
     grouped = runs.groupby(CELL, sort=False)
     stats = grouped[list(COLUMNS)].agg(["mean", "std", "min", "max"])
     stats.columns = [f"{c}_{s}" if s != "mean" else c for c, s in stats.columns]
     extra = grouped.agg(cell=("cell", "first"), seeds=("seed", "size"), collapsed=("collapsed", "sum"),
+                        diverged=("diverged", "sum"),
                         parameters=("parameters", "first"),
                         **{f"last_{t}": (f"last_{t}", "mean") for t in TERMS})
     return extra.join(stats).reset_index()
@@ -69,13 +78,13 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
 def rank(cells: pd.DataFrame, col: str, how: str) -> list[str]:
     """'best', 'tie' or '' per cell, within each latent size of a recipe.
 
-    Only cells with no collapsed seed take part, and only where two or more do.
+    Only cells with no collapsed or diverged seed take part, and only where two or more do.
     The best mean is 'best' when its mean ± std interval does not overlap any
     other cell's; otherwise it and every cell overlapping it are 'tie'. One
     seed has no std: its interval is its mean."""
     marks = [""] * len(cells)
     for _, group in cells.groupby(["recipe", "z"], sort=False):
-        ok = group[group["collapsed"] == 0]
+        ok = group[(group["collapsed"] == 0) & (group["diverged"] == 0)]
         if len(ok) < 2:
             continue
         sign = 1 if how == "min" else -1
@@ -103,6 +112,9 @@ def recipe_table(cells: pd.DataFrame, runs: pd.DataFrame, best: dict[str, str]) 
     reasons = runs[runs["collapsed"]].groupby("cell")["collapse_reasons"].first()
     table["collapsed"] = [f"⚠ {c}/{n}: {reasons[name]}" if c else f"0/{n}"
                           for c, n, name in zip(cells["collapsed"], cells["seeds"], cells["cell"])]
+    first = runs[runs["diverged"]].groupby("cell")[["seed", "divergence"]].first()
+    table["diverged"] = [f"⚠ {d}/{n}: seed {first.at[name, 'seed']}, {first.at[name, 'divergence']}" if d
+                         else f"0/{n}" for d, n, name in zip(cells["diverged"], cells["seeds"], cells["cell"])]
     table["parameters"] = cells["parameters"].map("{:,}".format)
     return table.to_markdown(index=False, disable_numparse=True)
 
@@ -130,8 +142,8 @@ def markdown(runs: pd.DataFrame, cells: pd.DataFrame, best: dict[str, str], data
         "threshold; MI: I_q(x; z).",
         "",
         f"**Bold**: best within a recipe and latent size ({rules}), only where its mean ± std does not overlap "
-        "any other cell's. † : tied for best (the intervals overlap). Cells with a collapsed seed are never "
-        "marked. Recipes are defined in params.yaml (`train`, overridden by `recipe.NAME`, then by "
+        "any other cell's. † : tied for best (the intervals overlap). Cells with a collapsed or diverged seed are "
+        "never marked. Recipes are defined in params.yaml (`train`, overridden by `recipe.NAME`, then by "
         "`recipe.NAME.families.FAMILY`).",
         "",
     ]
@@ -141,6 +153,10 @@ def markdown(runs: pd.DataFrame, cells: pd.DataFrame, best: dict[str, str], data
     if cells["collapsed"].any():
         lines += ["⚠ k/n: k of the cell's n seeds collapsed (fewer active units than z, or a latent dimension "
                   "whose KL is below `eval.collapse_kl`), with the first one's reasons.", ""]
+    if cells["diverged"].any():
+        lines += [f"⚠ diverged k/n: in k of the n seeds the last epoch's mean training −ELBO is over "
+                  f"{DIVERGED_FACTOR}× its best epoch's (the optimisation blew up); the test figures of such a seed "
+                  "are of a broken model.", ""]
     if len(recipes) > 1:
         lines += recipe_deltas(cells, recipes)
     if dataset == "mnist":  # the study's table is of MNIST: set nothing else beside it
@@ -206,7 +222,7 @@ def write_comparison(runs: pd.DataFrame, curves: pd.DataFrame, best: dict[str, s
     for c in cells.itertuples():
         mine = runs[runs["cell"] == c.cell]
         comparison.setdefault(c.recipe, {})[f"{c.family}-{c.z}"] = {
-            "seeds": int(c.seeds), "collapsed": int(c.collapsed),
+            "seeds": int(c.seeds), "collapsed": int(c.collapsed), "diverged": int(c.diverged),
             **{col: {"mean": _rounded(getattr(c, col)), "std": _rounded(getattr(c, f"{col}_std")),
                      "min": _rounded(getattr(c, f"{col}_min")), "max": _rounded(getattr(c, f"{col}_max")),
                      "per_seed": {str(s): _rounded(v) for s, v in zip(mine["seed"], mine[col])}}
@@ -214,9 +230,9 @@ def write_comparison(runs: pd.DataFrame, curves: pd.DataFrame, best: dict[str, s
         # The DVC metric of the cell: a flat row for `dvc metrics show`.
         write_json(cells_dir / f"{c.cell}.json", {
             **{k: _rounded(getattr(c, k)) for k in CELL_METRICS}, "total_std": _rounded(c.total_std),
-            "seeds": int(c.seeds), "collapsed": int(c.collapsed)})
+            "seeds": int(c.seeds), "collapsed": int(c.collapsed), "diverged": int(c.diverged)})
     write_json(json_path, comparison)
-    table = cells[["cell", "recipe", "family", "z", "seeds", "collapsed", *COLUMNS, "total_std"]]
+    table = cells[["cell", "recipe", "family", "z", "seeds", "collapsed", "diverged", *COLUMNS, "total_std"]]
     write_text(csv_path, table.rename(columns={"cell": "run"}).to_csv(index=False, float_format="%.4f"))
     write_text(curves_path, curves.to_csv(index=False, float_format="%.4f"))
     write_text(md_path, markdown(runs, cells, best, dataset))
@@ -232,7 +248,7 @@ def bar_chart(cells: pd.DataFrame, path: Path, title: str) -> None:
     cols = ["total", "iw_bound", "recon", "kl", "mutual_info"]
     fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 1.2 + 0.25 * max(len(cells), 10)),
                              sharey=True)
-    colors = ["tab:red" if c else "tab:blue" for c in cells["collapsed"]]
+    colors = ["tab:red" if c or d else "tab:blue" for c, d in zip(cells["collapsed"], cells["diverged"])]
     for ax, c in zip(axes, cols):
         ax.barh(cells["cell"], cells[c], xerr=cells[f"{c}_std"].fillna(0.0), color=colors, capsize=2)
         ax.set_title(f"{COLUMNS[c]} (nats)")
@@ -240,6 +256,6 @@ def bar_chart(cells: pd.DataFrame, path: Path, title: str) -> None:
         if c in ("total", "iw_bound", "recon"):  # differences of a few nats on ~100: zoom in
             ax.set_xlim(cells[c].min() * 0.95, cells[c].max() * 1.01)
     axes[0].invert_yaxis()
-    fig.suptitle(f"{title}: test metrics per image, mean ± std over seeds (red: a seed collapsed)")
+    fig.suptitle(f"{title}: test metrics per image, mean ± std over seeds (red: a seed collapsed or diverged)")
     fig.tight_layout()
     save_figure(fig, path)
