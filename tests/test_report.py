@@ -96,6 +96,7 @@ def test_a_seed_whose_training_loss_blew_up_is_counted_as_diverged_and_its_cell_
                             curves_path=tmp_path / "curves.csv", md_path=tmp_path / "c.md", png_path=tmp_path / "c.png")
     md = re.sub(r" +", " ", (tmp_path / "c.md").read_text())
     assert "⚠ 2/3: seed 0, training −ELBO 1.46e+20 in the last epoch, 170.4 at best |" in md
+    assert "| residual | 1 | 1e+29 ± 1.73e+29 |" in md  # not 30 digits
     assert "⚠ diverged k/n" in md and "| conv | 1 | **165.00 ± 1.00** |" in md  # the residual takes no part
     assert json.loads((tmp_path / "cells" / "study-residual-1.json").read_text())["diverged"] == 2
     assert json.loads((tmp_path / "c.json").read_text())["study"]["conv-1"]["diverged"] == 0

@@ -100,8 +100,13 @@ def rank(cells: pd.DataFrame, col: str, how: str) -> list[str]:
     return marks
 
 
+def _num(v: float, digits: int = 2, sign: str = "") -> str:
+    """Fixed decimals, or 3 significant digits for the 1e20s of a diverged run."""
+    return f"{v:{sign}.3g}" if abs(v) >= 1e6 else f"{v:{sign}.{digits}f}"
+
+
 def _mean_std(mean: float, std: float, digits: int = 2) -> str:
-    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return _num(mean, digits) if math.isnan(std) else f"{_num(mean, digits)} ± {_num(std, digits)}"
 
 
 def recipe_table(cells: pd.DataFrame, runs: pd.DataFrame, best: dict[str, str]) -> str:
@@ -175,7 +180,7 @@ def recipe_deltas(cells: pd.DataFrame, recipes: list[str]) -> list[str]:
     for (family, z), group in cells.groupby(["family", "z"], sort=False):
         by = group.set_index("recipe")
         row = [family, str(z), *[_mean_std(by.at[r, "total"], by.at[r, "total_std"]) for r in recipes]]
-        row += [f"{by.at[r, 'total'] - by.at[base, 'total']:+.2f}" for r in recipes[1:]]
+        row += [_num(by.at[r, "total"] - by.at[base, "total"], sign="+") for r in recipes[1:]]
         rows.append(row)
     return [f"## Recipes side by side (−ELBO, nats per image; Δ = change of the mean from `{base}`, "
             "negative is better)", "", "| " + " | ".join(header) + " |",
@@ -200,7 +205,7 @@ def study_comparison(cells: pd.DataFrame, recipe: str) -> list[str]:
     for c, s in study:
         s = s or ("–",) * 3
         lines.append(f"| {c.family} | {c.z} | {s[0]} | {s[1]} | {s[2]} | "
-                     f"{c.last_total:.1f} | {c.last_recon:.1f} | {c.last_kl:.1f} |")
+                     f"{_num(c.last_total, 1)} | {_num(c.last_recon, 1)} | {_num(c.last_kl, 1)} |")
     return lines + [""]
 
 
@@ -256,8 +261,12 @@ def bar_chart(cells: pd.DataFrame, path: Path, title: str) -> None:
         ax.barh(cells["cell"], cells[c], xerr=cells[f"{c}_std"].fillna(0.0), color=colors, capsize=2)
         ax.set_title(f"{COLUMNS[c]} (nats)")
         ax.grid(axis="x", alpha=0.3)
-        if c in ("total", "iw_bound", "recon"):  # differences of a few nats on ~100: zoom in
-            ax.set_xlim(cells[c].min() * 0.95, cells[c].max() * 1.01)
+        # Differences of a few nats on ~100: zoom in, on the cells that did not diverge (theirs run off).
+        sane = cells.loc[cells["diverged"] == 0, c] if (cells["diverged"] == 0).any() else cells[c]
+        if c in ("total", "iw_bound", "recon"):
+            ax.set_xlim(sane.min() * 0.95, sane.max() * 1.01)
+        elif c == "kl":
+            ax.set_xlim(0, max(sane.max() * 1.3, 1e-3))
     axes[0].invert_yaxis()
     fig.suptitle(f"{title}: test metrics per image, mean ± std over seeds (red: a seed collapsed or diverged)")
     fig.tight_layout()
