@@ -100,13 +100,13 @@ def rank(cells: pd.DataFrame, col: str, how: str) -> list[str]:
     return marks
 
 
-def _num(v: float, digits: int = 2, sign: str = "") -> str:
+def number(v: float, digits: int = 2, sign: str = "") -> str:
     """Fixed decimals, or 3 significant digits for the 1e20s of a diverged run."""
     return f"{v:{sign}.3g}" if abs(v) >= 1e6 else f"{v:{sign}.{digits}f}"
 
 
-def _mean_std(mean: float, std: float, digits: int = 2) -> str:
-    return _num(mean, digits) if math.isnan(std) else f"{_num(mean, digits)} ± {_num(std, digits)}"
+def mean_std(mean: float, std: float, digits: int = 2) -> str:
+    return number(mean, digits) if math.isnan(std) else f"{number(mean, digits)} ± {number(std, digits)}"
 
 
 def recipe_table(cells: pd.DataFrame, runs: pd.DataFrame, best: dict[str, str]) -> str:
@@ -114,7 +114,7 @@ def recipe_table(cells: pd.DataFrame, runs: pd.DataFrame, best: dict[str, str]) 
     table = cells[["family", "z"]].astype(str).copy()
     for col in COLUMNS:
         marks = rank(cells, col, best[col]) if col in best else [""] * len(cells)
-        text = [_mean_std(m, s) for m, s in zip(cells[col], cells[f"{col}_std"])]
+        text = [mean_std(m, s) for m, s in zip(cells[col], cells[f"{col}_std"])]
         table[COLUMNS[col]] = [f"**{t}**" if k == "best" else f"{t} †" if k == "tie" else t
                                for t, k in zip(text, marks)]
     reasons = runs[runs["collapsed"]].groupby("cell")["collapse_reasons"].first()
@@ -179,8 +179,8 @@ def recipe_deltas(cells: pd.DataFrame, recipes: list[str]) -> list[str]:
     rows = []
     for (family, z), group in cells.groupby(["family", "z"], sort=False):
         by = group.set_index("recipe")
-        row = [family, str(z), *[_mean_std(by.at[r, "total"], by.at[r, "total_std"]) for r in recipes]]
-        row += [_num(by.at[r, "total"] - by.at[base, "total"], sign="+") for r in recipes[1:]]
+        row = [family, str(z), *[mean_std(by.at[r, "total"], by.at[r, "total_std"]) for r in recipes]]
+        row += [number(by.at[r, "total"] - by.at[base, "total"], sign="+") for r in recipes[1:]]
         rows.append(row)
     return [f"## Recipes side by side (−ELBO, nats per image; Δ = change of the mean from `{base}`, "
             "negative is better)", "", "| " + " | ".join(header) + " |",
@@ -205,7 +205,7 @@ def study_comparison(cells: pd.DataFrame, recipe: str) -> list[str]:
     for c, s in study:
         s = s or ("–",) * 3
         lines.append(f"| {c.family} | {c.z} | {s[0]} | {s[1]} | {s[2]} | "
-                     f"{_num(c.last_total, 1)} | {_num(c.last_recon, 1)} | {_num(c.last_kl, 1)} |")
+                     f"{number(c.last_total, 1)} | {number(c.last_recon, 1)} | {number(c.last_kl, 1)} |")
     return lines + [""]
 
 
