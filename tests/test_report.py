@@ -124,7 +124,7 @@ def test_the_comparison_files_from_runs_named_in_params(tmp_path, monkeypatch):
     assert "| conv | 2 | **140.00 ± 1.41** | **130.50 ± 0.71** |" in md and "| deep_mlp | 2 | 145.50 ± 0.71 |" in md
     # At z=1 the only rival has a collapsed seed: no contest, nothing marked.
     assert "| conv | 1 | 150.50 ± 0.71 | 140.50 ± 0.71 |" in md
-    assert "⚠ 1/2: 0/1 active units" in md and "side by side" not in md
+    assert "⚠ 1/2: seed 0, 0/1 active units" in md and "side by side" not in md
     assert "| conv | 2 | 2252.0 | 2136.1 | 115.9 | 2240.0 |" in md  # next to the study's row, mean of the seeds
     assert pd.read_csv(tmp_path / "c.csv")["run"].tolist() == ["study-conv-1", "study-conv-2", "study-deep_mlp-1",
                                                               "study-deep_mlp-2"]

@@ -109,6 +109,13 @@ def mean_std(mean: float, std: float, digits: int = 2) -> str:
     return number(mean, digits) if math.isnan(std) else f"{number(mean, digits)} ± {number(std, digits)}"
 
 
+def flag_column(cells: pd.DataFrame, runs: pd.DataFrame, flag: str, reason: str) -> list[str]:
+    """Per cell "0/n", or "⚠ k/n: seed S, why" for the first of its k flagged seeds."""
+    first = runs[runs[flag]].groupby("cell")[["seed", reason]].first()
+    return [f"⚠ {k}/{n}: seed {first.at[c, 'seed']}, {first.at[c, reason]}" if k else f"0/{n}"
+            for k, n, c in zip(cells[flag], cells["seeds"], cells["cell"])]
+
+
 def recipe_table(cells: pd.DataFrame, runs: pd.DataFrame, best: dict[str, str]) -> str:
     """One recipe's cells as a Markdown table: mean ± std over seeds, bold where the noise allows."""
     table = cells[["family", "z"]].astype(str).copy()
@@ -117,12 +124,8 @@ def recipe_table(cells: pd.DataFrame, runs: pd.DataFrame, best: dict[str, str]) 
         text = [mean_std(m, s) for m, s in zip(cells[col], cells[f"{col}_std"])]
         table[COLUMNS[col]] = [f"**{t}**" if k == "best" else f"{t} †" if k == "tie" else t
                                for t, k in zip(text, marks)]
-    reasons = runs[runs["collapsed"]].groupby("cell")["collapse_reasons"].first()
-    table["collapsed"] = [f"⚠ {c}/{n}: {reasons[name]}" if c else f"0/{n}"
-                          for c, n, name in zip(cells["collapsed"], cells["seeds"], cells["cell"])]
-    first = runs[runs["diverged"]].groupby("cell")[["seed", "divergence"]].first()
-    table["diverged"] = [f"⚠ {d}/{n}: seed {first.at[name, 'seed']}, {first.at[name, 'divergence']}" if d
-                         else f"0/{n}" for d, n, name in zip(cells["diverged"], cells["seeds"], cells["cell"])]
+    table["collapsed"] = flag_column(cells, runs, "collapsed", "collapse_reasons")
+    table["diverged"] = flag_column(cells, runs, "diverged", "divergence")
     table["parameters"] = cells["parameters"].map("{:,}".format)
     return table.to_markdown(index=False, disable_numparse=True)
 
