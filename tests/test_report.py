@@ -47,7 +47,6 @@ def test_a_cell_is_the_mean_sample_std_min_and_max_over_its_seeds(tmp_path, monk
     cell = report.aggregate(runs).iloc[0]
     assert cell["total"] == pytest.approx(143.0) and cell["total_std"] == pytest.approx(3.605551, rel=1e-6)
     assert (cell["total_min"], cell["total_max"], cell["seeds"], cell["collapsed"]) == (140, 147, 3, 1)
-    assert cell["last_total"] == pytest.approx(143.0 * 16)
 
 
 def _cells(rows: list[tuple]) -> pd.DataFrame:
@@ -125,7 +124,8 @@ def test_the_comparison_files_from_runs_named_in_params(tmp_path, monkeypatch):
     # At z=1 the only rival has a collapsed seed: no contest, nothing marked.
     assert "| conv | 1 | 150.50 ± 0.71 | 140.50 ± 0.71 |" in md
     assert "⚠ 1/2: seed 0, 0/1 active units" in md and "side by side" not in md
-    assert "| conv | 2 | 2252.0 | 2136.1 | 115.9 | 2240.0 |" in md  # next to the study's row, mean of the seeds
+    # Next to the study's single run: each seed's sum over the last 16 images, not a mean that would hide a collapse.
+    assert "| conv | 2 | 2252.0 | 2136.1 | 115.9 | 2224.0 / 2256.0 | 2080.0 / 2096.0 | 144.0 / 160.0 |" in md
     assert pd.read_csv(tmp_path / "c.csv")["run"].tolist() == ["study-conv-1", "study-conv-2", "study-deep_mlp-1",
                                                               "study-deep_mlp-2"]
     curves = pd.read_csv(tmp_path / "curves.csv")
