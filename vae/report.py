@@ -151,9 +151,9 @@ def markdown(runs: pd.DataFrame, cells: pd.DataFrame, best: dict[str, str], data
         "−ELBO − IW bound on those same images. Active units: latent dimensions with Var_x(E[z_d|x]) > "
         "threshold; MI: I_q(x; z).",
         "",
-        f"**Bold**: best within a recipe and latent size ({rules}), only where its mean ± std does not overlap "
-        "any other cell's. † : tied for best (the intervals overlap). Cells with a collapsed or diverged seed are "
-        "never marked. Recipes are defined in params.yaml (`train`, overridden by `recipe.NAME`, then by "
+        f"**Bold**: best within a recipe and latent size ({rules}) among the cells with no collapsed or diverged "
+        "seed, only where its mean ± std does not overlap any other such cell's; † : tied for best (the intervals "
+        "overlap). Cells with a collapsed or diverged seed are never marked and are not compared. Recipes are defined in params.yaml (`train`, overridden by `recipe.NAME`, then by "
         "`recipe.NAME.families.FAMILY`).",
         "",
     ]
