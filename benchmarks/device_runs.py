@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import csv
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -41,7 +42,7 @@ def one_run(run: tuple, device: str, threads: int, epochs: int | None, log_dir: 
     comparable = not epochs or epochs == settings["epochs"] or settings["lr_schedule"] == "constant"
     if epochs:
         settings["epochs"] = epochs
-    log = open(Path(log_dir) / f"{name}.log", "w") if log_dir else open("/dev/null", "w")
+    log = open(Path(log_dir) / f"{name}.log" if log_dir else os.devnull, "w")
     with log, contextlib.redirect_stdout(log):
         train_x, test_x = load_images(params["data"]["dataset"])
         t0 = time.perf_counter()
