@@ -100,6 +100,13 @@ def test_a_seed_whose_training_loss_blew_up_is_counted_as_diverged_and_its_cell_
     assert json.loads((tmp_path / "cells" / "study-residual-1.json").read_text())["diverged"] == 2
     assert json.loads((tmp_path / "c.json").read_text())["study"]["conv-1"]["diverged"] == 0
     assert pd.read_csv(tmp_path / "c.csv")["diverged"].tolist() == [2, 0, 0]
+    # The charts leave diverged seeds out (their 1e29 would flatten every other line) and say so in the label.
+    label = "study-residual-1 (2/3 diverged, not drawn)"
+    bars = pd.read_csv(tmp_path / "c.csv").set_index("run")
+    assert bars.loc[label, "total"] == 175 and bars.loc["study-conv-1", "total"] == 165
+    curves = pd.read_csv(tmp_path / "curves.csv")
+    assert curves[curves["run"] == label]["test_total"].tolist() == [185, 175]  # seed 1 alone
+    assert curves["test_total"].max() < 1e3 and set(curves["run"]) == {label, "study-conv-1", "study-deep_mlp-1"}
 
 
 def test_the_comparison_files_from_runs_named_in_params(tmp_path, monkeypatch):

@@ -215,12 +215,33 @@ def study_comparison(runs: pd.DataFrame, recipe: str) -> list[str]:
     return lines + [""]
 
 
+def chart_label(cell: str, diverged: int, seeds: int) -> str:
+    """A cell's name in the charts; charts average only the seeds that did not diverge, and say so."""
+    return cell if not diverged else f"{cell} ({diverged}/{seeds} diverged, not drawn)"
+
+
 def load_curves(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
     """Each cell's per-epoch history, averaged over its seeds, in one long table with a `run` column
-    (the cell's name) for dvc plots."""
-    frames = [pd.read_csv(paths.history(run_name(*r))).assign(run=cell_name(*r[:3])) for r in run_list]
-    curves = pd.concat(frames, ignore_index=True).groupby(["run", "epoch"], sort=False).mean().reset_index()
-    return curves
+    (the cell's name) for dvc plots. A diverged seed (1e29 nats) would flatten every other line
+    to zero, so it is left out, and its cell's label counts it."""
+    frames = [pd.read_csv(paths.history(run_name(*r))).assign(cell=cell_name(*r[:3])) for r in run_list]
+    diverged = [f["train_total"].iloc[-1] > DIVERGED_NATS for f in frames]
+    counts = pd.DataFrame({"cell": [f["cell"].iloc[0] for f in frames], "diverged": diverged})
+    counts = counts.groupby("cell", sort=False)["diverged"].agg(["sum", "size"])
+    kept = [f for f, d in zip(frames, diverged) if not d] or [frames[0].iloc[:0]]
+    curves = pd.concat(kept, ignore_index=True).groupby(["cell", "epoch"], sort=False).mean().reset_index()
+    labels = {c: chart_label(c, int(k), int(n)) for c, (k, n) in counts.iterrows()}
+    return curves.assign(cell=curves["cell"].map(labels)).rename(columns={"cell": "run"})
+
+
+def chart_table(runs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """The comparison bars' data: every cell's means over its seeds that did not diverge (NaN if none),
+    with the counts of all its seeds and the label the curves use."""
+    drawn = aggregate(runs[~runs["diverged"]]) if (~runs["diverged"]).any() else cells.iloc[:0]
+    table = cells[["cell", "recipe", "family", "z", "seeds", "collapsed", "diverged"]].merge(
+        drawn[["cell", *COLUMNS, "total_std"]], on="cell", how="left")
+    table["cell"] = [chart_label(c, d, n) for c, d, n in zip(table["cell"], table["diverged"], table["seeds"])]
+    return table.rename(columns={"cell": "run"})
 
 
 def _rounded(v):
@@ -246,8 +267,7 @@ def write_comparison(runs: pd.DataFrame, curves: pd.DataFrame, best: dict[str, s
             **{k: _rounded(getattr(c, k)) for k in CELL_METRICS}, "total_std": _rounded(c.total_std),
             "seeds": int(c.seeds), "collapsed": int(c.collapsed), "diverged": int(c.diverged)})
     write_json(json_path, comparison)
-    table = cells[["cell", "recipe", "family", "z", "seeds", "collapsed", "diverged", *COLUMNS, "total_std"]]
-    write_text(csv_path, table.rename(columns={"cell": "run"}).to_csv(index=False, float_format="%.4f"))
+    write_text(csv_path, chart_table(runs, cells).to_csv(index=False, float_format="%.4f"))
     write_text(curves_path, curves.to_csv(index=False, float_format="%.4f"))
     write_text(md_path, markdown(runs, cells, best, dataset))
     bar_chart(cells, png_path, DATASETS[dataset].title)
