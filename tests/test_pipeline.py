@@ -103,7 +103,9 @@ def test_every_run_has_finite_positive_metrics(project):
 def test_comparison_aggregates_seeds_per_cell_with_a_table_per_recipe(project):
     proj, _, out = project
     csv = pd.read_csv(proj / "plots" / "comparison.csv")
-    assert csv["run"].tolist() == CELLS and (csv["seeds"] == 2).all() and set(csv.columns) >= {"total", "total_std"}
+    # A chart label may add "(k/n diverged, not drawn)": at 1 epoch on 512 images lr 0.01 can blow up.
+    assert [run.split(" (")[0] for run in csv["run"]] == CELLS and (csv["seeds"] == 2).all()
+    assert set(csv.columns) >= {"total", "total_std"}
     md = (proj / "metrics" / "comparison.md").read_text()
     assert "nats per image" in md and "IW bound" in md and "side by side" in md and " ± " in md
     per_recipe = len(PARAMS["families"]) * len(PARAMS["latent_dims"])
