@@ -49,7 +49,7 @@ def one_run(run: tuple, device: str, threads: int, epochs: int | None, log_dir: 
         _, history = train_scratch(name, family, z, params, settings, train_x, test_x)
         seconds = time.perf_counter() - t0
     return {"run": name, "seconds": seconds, "epochs": len(history), "test_total": history[-1]["test_total"],
-            "test_kl": history[-1]["test_kl"], "comparable": comparable}
+            "comparable": comparable}
 
 
 def committed(name: str, epoch: int) -> float | None:

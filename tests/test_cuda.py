@@ -22,8 +22,8 @@ def data(n, seed):
 
 def fit(tmp_path, family, device, **over):
     return train(f"{family}-2", family, 2, CFG[family], {**SETTINGS, "device": device, **over}, data(256, 0),
-                 data(64, 1), checkpoint=tmp_path / f"{family}-{device}.pt", log_dir=tmp_path / f"logs-{family}-{device}",
-                 eval_seed=1, eval_batch_size=32, fingerprint="fp")
+                 data(64, 1), checkpoint=tmp_path / f"{family}-{device}.pt",
+                 log_dir=tmp_path / f"logs-{family}-{device}", eval_seed=1, eval_batch_size=32, fingerprint="fp")
 
 
 def test_cuda_and_auto_resolve_to_the_gpu():

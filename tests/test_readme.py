@@ -56,7 +56,6 @@ def test_readme_shows_every_committed_cell_as_mean_and_std_over_seeds():
     assert not shown, f"README shows cells with no committed metrics: {sorted(shown)}"
 
 
-
 def section(heading: str) -> str:
     text = (ROOT / "README.md").read_text()
     return text.split(f"### {heading}\n", 1)[1].split("\n#", 1)[0]

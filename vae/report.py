@@ -43,6 +43,11 @@ STUDY_TABLE = {
 }
 
 
+def diverged(train_total: pd.Series) -> bool:
+    """The run's optimisation blew up: its last epoch's mean training -ELBO is over DIVERGED_NATS."""
+    return bool(train_total.iloc[-1] > DIVERGED_NATS)
+
+
 def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
     """One row per run, in params order; the run list comes from params, not a glob,
     so files left behind by runs no longer in the matrix are ignored."""
@@ -56,7 +61,7 @@ def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
         train = pd.read_csv(paths.history(run))["train_total"]
         rows.append({"run": run, "cell": cell_name(recipe, family, z), "recipe": recipe, "family": family, "z": z,
                      "seed": seed, **{c: m[c] for c in COLUMNS}, "collapsed": m["collapsed"],
-                     "diverged": bool(train.iloc[-1] > DIVERGED_NATS),
+                     "diverged": diverged(train),
                      "divergence": f"training −ELBO {train.iloc[-1]:.3g} in the last epoch, "
                                    f"{train.min():.1f} at best",
                      "collapse_reasons": "; ".join(d["collapse_reasons"]), "parameters": d["parameters"],
@@ -153,8 +158,8 @@ def markdown(runs: pd.DataFrame, cells: pd.DataFrame, best: dict[str, str], data
         "",
         f"**Bold**: best within a recipe and latent size ({rules}) among the cells with no collapsed or diverged "
         "seed, only where its mean ± std does not overlap any other such cell's; † : tied for best (the intervals "
-        "overlap). Cells with a collapsed or diverged seed are never marked and are not compared. Recipes are defined in params.yaml (`train`, overridden by `recipe.NAME`, then by "
-        "`recipe.NAME.families.FAMILY`).",
+        "overlap). Cells with a collapsed or diverged seed are never marked and are not compared. Recipes are "
+        "defined in params.yaml (`train`, overridden by `recipe.NAME`, then by `recipe.NAME.families.FAMILY`).",
         "",
     ]
     for recipe in recipes:
@@ -225,10 +230,10 @@ def load_curves(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
     (the cell's name) for dvc plots. A diverged seed (1e29 nats) would flatten every other line
     to zero, so it is left out, and its cell's label counts it."""
     frames = [pd.read_csv(paths.history(run_name(*r))).assign(cell=cell_name(*r[:3])) for r in run_list]
-    diverged = [f["train_total"].iloc[-1] > DIVERGED_NATS for f in frames]
-    counts = pd.DataFrame({"cell": [f["cell"].iloc[0] for f in frames], "diverged": diverged})
+    blew_up = [diverged(f["train_total"]) for f in frames]
+    counts = pd.DataFrame({"cell": [f["cell"].iloc[0] for f in frames], "diverged": blew_up})
     counts = counts.groupby("cell", sort=False)["diverged"].agg(["sum", "size"])
-    kept = [f for f, d in zip(frames, diverged) if not d] or [frames[0].iloc[:0]]
+    kept = [f for f, d in zip(frames, blew_up) if not d] or [frames[0].iloc[:0]]
     curves = pd.concat(kept, ignore_index=True).groupby(["cell", "epoch"], sort=False).mean().reset_index()
     labels = {c: chart_label(c, int(k), int(n)) for c, (k, n) in counts.iterrows()}
     return curves.assign(cell=curves["cell"].map(labels)).rename(columns={"cell": "run"})
