@@ -4,17 +4,43 @@ DVC deletes a stage's outputs before running its command, so a stage that
 validated its own params would lose its outputs to a typo. Every stage depends
 on this stage's output, whose bytes never change: a bad param stops `dvc repro`
 here, before anything is deleted, and a good change reruns nothing by itself.
+The same goes for a device this machine does not have (`cuda` without CUDA).
 """
+import os
+
 from vae import paths
 from vae.atomic import write_text
-from vae.config import load_params
+from vae.config import load_params, train_config
+from vae.training import DeviceError, resolve_device
 from stages.common import parse_args, stage_main
 
 
 def main() -> None:
     parse_args(__doc__)
-    load_params()
+    params = load_params()
+    # The distributed study runs check on its coordinator, which need not have the workers'
+    # GPUs; a worker without the device fails its run in its own scratch workspace.
+    if not os.environ.get("VAE_STUDY_COORDINATOR"):
+        check_devices(params)
     write_text(paths.CHECKED, "params.yaml is valid\n")
+
+
+def check_devices(params: dict) -> None:
+    """Every run's device is available here; the error names the key that set it."""
+    for recipe in params["recipes"]:
+        for family in params["families"]:
+            try:
+                resolve_device(train_config(params, recipe, family, seed=0)["device"])
+            except DeviceError as e:
+                raise DeviceError(str(e).replace("train.device", device_key(params, recipe, family))) from None
+
+
+def device_key(params: dict, recipe: str, family: str) -> str:
+    """The most specific key setting the device of (recipe, family): the one to change."""
+    over = params["recipe"][recipe] or {}
+    if "device" in ((over.get("families") or {}).get(family) or {}):
+        return f"recipe.{recipe}.families.{family}.device"
+    return f"recipe.{recipe}.device" if "device" in over else "train.device"
 
 
 if __name__ == "__main__":

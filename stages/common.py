@@ -3,9 +3,13 @@ fingerprint of the code it runs."""
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
+import os
+import shutil
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -15,11 +19,18 @@ from vae.errors import StageError
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("vae", "stages")  # the project's code; what else is under ROOT (.venv, tests) is not
+# The study's assembly step sets it: that machine restores runs from DVC's run-cache and computes none.
+RESTORE_ONLY = "VAE_RESTORE_ONLY"
+# A write that failed for want of room: what happened, and the fix.
+NO_ROOM = {errno.ENOSPC: ("no space left", "free some space"),
+           errno.EDQUOT: ("disk quota exceeded", "free some space (or raise your quota)"),
+           errno.EFBIG: ("file too large", "raise the file-size limit (`ulimit -f`) or free some space")}
 
 
 def stage_main(name: str, main) -> None:
     """Run a stage; a failure the user can fix ends it with one line naming the problem and the fix.
     (A traceback would bury that line under frames of our code.)"""
+    threading.excepthook = _quiet_log_writer
     try:
         main()
     except StageError as e:
@@ -30,9 +41,50 @@ def stage_main(name: str, main) -> None:
         sys.exit(f"{name}: cannot write in {where}/: permission denied; make it writable "
                  "(or run the pipeline in a checkout you own)")
     except OSError as e:
+        if e.errno in NO_ROOM:
+            sys.exit(no_room(name, e))
         if e.filename is None:
             raise
         sys.exit(f"{name}: {e.strerror}: {e.filename}")
+
+
+def no_room(name: str, e: OSError) -> str:
+    """One line for a full disk: the file being written (vae.atomic names it) and the room left on its
+    file system. The write that failed left the previous file in place; outputs DVC deleted before
+    running the stage are in its cache."""
+    what, fix = NO_ROOM[e.errno]
+    path = Path(e.filename) if e.filename else Path.cwd()
+    mount = path.resolve()
+    while not mount.exists() or not os.path.ismount(mount):
+        mount = mount.parent
+    free = shutil.disk_usage(mount).free
+    free = f"{free / 1e9:.1f} GB" if free >= 1e9 else f"{free / 1e6:.1f} MB"
+    writing = f" writing {_shown(path)}" if e.filename else ""
+    return (f"{name}: {what}{writing} ({free} free on {mount}); {fix}, then `dvc checkout` restores "
+            "this stage's previous outputs")
+
+
+def _shown(path: Path) -> Path:
+    """`path` relative to the working directory (the project root) when it lies inside it."""
+    path = path.resolve()
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
+def _quiet_log_writer(args: threading.ExceptHookArgs) -> None:
+    """TensorBoard writes its event file from a thread of its own; a failed write is raised again in
+    the stage's thread at the next log call, where stage_main makes it one line. The thread's own
+    traceback would bury that line."""
+    if isinstance(args.exc_value, OSError) and type(args.thread).__module__.startswith("tensorboard."):
+        return
+    threading.__excepthook__(args)
+
+
+def refuse_if_restore_only(stage: str, run: str) -> None:
+    """In the study's assembly step DVC restores every run from its run-cache; a run it could not
+    restore lands here, and must not be computed on the assembling machine (hours, by accident)."""
+    if os.environ.get(RESTORE_ONLY):
+        sys.exit(f"{stage}@{run}: not found in DVC's run-cache, and this step only restores ({RESTORE_ONLY} "
+                 "is set): the study's workers compute runs; run the study command again")
 
 
 def parse_args(description: str, per: str | None = None) -> argparse.Namespace:

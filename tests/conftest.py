@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae.data import DATASETS, MIRROR_ENV, MNIST_MIRROR_ENV
+from vae.data import DATASETS
+from vae.download import MIRROR_ENV, MNIST_MIRROR_ENV
 
 
 def encode_idx(t: torch.Tensor) -> bytes:
@@ -56,3 +57,17 @@ def real_mirror() -> Path:
 def _no_legacy_mirror(monkeypatch):
     # $VAE_MNIST_MIRROR from a user's shell would override the mirrors the tests set up.
     monkeypatch.delenv(MNIST_MIRROR_ENV, raising=False)
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory, data_mirror):
+    """The end-to-end smoke matrix (tests/smoke.py MATRIX), computed once by the study command on a
+    LocalCluster of two 1-thread workers: (scratch folder, project, env, what the command printed)."""
+    from tests.smoke import MATRIX, make_project, run_study, study_env
+    tmp = tmp_path_factory.mktemp("smoke_study")
+    proj = tmp / "proj"
+    proj.mkdir()
+    env = study_env(make_project(proj, data_mirror, MATRIX), tmp)
+    r = run_study(proj, env)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    return tmp, proj, env, r.stdout + r.stderr

@@ -1,5 +1,6 @@
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,11 @@ def broken(path: str, value):
     ("recipe.tuned.families.conv", {"lr": -1}, "recipe.tuned.families.conv.lr"),
     ("recipe.tuned.families.conv", {"lrr": 0.1}, "recipe.tuned.families.conv.lrr"),
     ("recipe.tuned.families.conv", 0.1, "recipe.tuned.families.conv"),
+    # Recipe and family names are parts of DVC stage names: letters, digits and '_' only.
+    ("recipes", ["study", "fast run"], "recipe name 'fast run' in 'recipes' must be letters, digits and '_' only"),
+    ("recipes", ["study", "tuned-2"], "recipe name 'tuned-2' in 'recipes'"),
+    ("recipe.fast run", {}, "recipe name 'fast run' in 'recipe'"),
+    ("families", ["conv", "conv-net"], "family name 'conv-net' in 'families'"),
 ])
 def test_bad_params_name_the_key(path, value, named):
     with pytest.raises(ParamsError) as e:
@@ -92,6 +98,28 @@ def test_mistyped_recipe_key_suggests_the_train_key():
     with pytest.raises(ParamsError, match=r"unknown key 'recipe.tuned.kl_warmup' "
                                           r"\(did you mean 'recipe.tuned.kl_warmup_epochs'\?\)"):
         validate(p)
+
+
+@pytest.mark.parametrize("name", ["fast run", "fast-run", "lr=1e-3", "tuned.v2", "réglé"])
+def test_a_recipe_name_that_cannot_name_a_dvc_stage_is_refused(name):
+    # Defined and listed, so nothing else is wrong: without the rule `fast run` passed check and the
+    # train stage then failed on its command line (`python -m stages.train fast run conv 2 0`).
+    p = copy.deepcopy(BASE)
+    p["recipes"].append(name)
+    p["recipe"][name] = {"epochs": 1}
+    with pytest.raises(ParamsError, match=f"^recipe name {re.escape(repr(name))} in 'recipes' must be letters, "
+                                          r"digits and '_' only: it is part of DVC stage names"):
+        validate(p)
+    p["recipes"].remove(name)
+    with pytest.raises(ParamsError, match=f"^recipe name {re.escape(repr(name))} in 'recipe' "):
+        validate(p)  # defined only: its key still could not name a stage
+
+
+def test_recipe_names_of_letters_digits_and_underscores_pass():
+    p = copy.deepcopy(BASE)
+    p["recipes"].append("Tuned_2")
+    p["recipe"]["Tuned_2"] = {"epochs": 1}
+    validate(p)
 
 
 def test_a_recipe_overrides_train_and_the_study_overrides_nothing():

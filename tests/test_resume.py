@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.test_pipeline import DVC, make_project, set_params, sh
+from tests.smoke import DVC, make_project, set_params, sh
 
 RUN = "tuned-deep_mlp-2-0"  # warm-up and the lr schedule must resume too
 

@@ -1,26 +1,43 @@
-"""Run the whole study: download, every run (train, evaluate, and plot where params ask), then compare.
+"""Run the whole study on Dask: every run computed by a worker, results brought home by DVC.
 
-Runs go out in parallel lanes, longest first, each lane one `dvc repro -s` per
-run with its own thread count, so a machine with more cores finishes sooner:
+    python tools/study.py                              # this machine: 2 workers x 1 thread
+    python tools/study.py --workers 8 --threads 4      # a 32-core machine
+    python tools/study.py --scheduler tls://HOST:8786 --tls-ca-file ca.pem --tls-cert me.pem --tls-key me.key
 
-    python tools/study.py --lanes 2 --threads 1     # this project's 2-core machines
-    python tools/study.py --lanes 8 --threads 4     # a 32-core machine
+What happens, in order (docs/cluster.md has the cluster recipes):
+1. Here, in your checkout: `dvc repro check download`, then `dvc push` of the data, so a
+   bad param or an unreachable mirror stops the study before anything is trained.
+2. A snapshot of the checkout's tracked files (uncommitted edits included) goes to every
+   worker as a git bundle. One Dask task per run, longest first: in a workspace of the
+   worker's own, `dvc repro --pull -s train@RUN evaluate@RUN`, then `dvc push --run-cache`.
+   A task whose worker dies is retried once elsewhere; a run that fails twice is named at
+   the end with its log (logs/study/RUN.log) and does not stop the others.
+3. Here again: `dvc repro --pull` restores every train@/evaluate@ stage from DVC's
+   run-cache (it never trains: a run missing from the run-cache stops with one line),
+   then runs plot@ and compare and leaves a complete dvc.lock.
 
-A stage already up to date is skipped by DVC as usual. Each lane's output goes
-to logs/study/RUN.log; a failed run is reported at the end (exit status 1) and
-does not stop the others. `--dry` prints the plan. `--only REGEX` runs the runs
-whose names match (e.g. `--only '^study-'`) and leaves `compare`, which needs
-every run, for a later call.
+Results come home only through DVC's remote and run-cache. When no default remote is
+configured, a local one is set up in .dvc/config.local (`--remote` names another).
+The embedded cluster listens on 127.0.0.1 only, with no dashboard unless `--dashboard`.
+Ctrl-C or SIGTERM stops every run, waits for every DVC process to exit and leaves
+dvc.lock whole; the same command again redoes only what is not in the run-cache.
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
+import io
+import json
 import os
 import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,72 +46,398 @@ sys.path.insert(0, str(ROOT))
 from vae.config import ParamsError, cell_name, load_params, run_name, runs  # noqa: E402
 
 # Minutes per 50-epoch run at one thread on the 2-core development machine (README, Speed);
-# only the order matters: the longest runs start first so no lane is left with one at the end.
+# only the order matters: the longest runs start first so no worker is left with one at the end.
 COST = {"residual": 27, "conv": 14, "deep_mlp": 4.5, "simple_mlp": 2.7}
+# Where a checkout's results go when no DVC remote is configured: outside the checkout,
+# shared by every checkout of this user, so a second clone pulls what the first computed.
+DEFAULT_REMOTE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vae-study" / "remote"
+SNAPSHOT_REF = "refs/vae-study/snapshot"
+STOP_EVENT = "vae-study-stop"
 
 
-def plan(params: dict) -> list[tuple[str, list[str]]]:
-    """(run, the stages `dvc repro -s` runs for it), longest first."""
-    order = sorted(runs(params), key=lambda r: -COST.get(r[1], 0))
-    out = []
-    for recipe, family, z, seed in order:
-        run = run_name(recipe, family, z, seed)
-        stages = [f"train@{run}", f"evaluate@{run}"]
-        if seed == params["plot"]["seed"]:
-            stages.append(f"plot@{cell_name(recipe, family, z)}")
-        out.append((run, stages))
-    return out
+class Interrupted(Exception):
+    """SIGINT or SIGTERM reached the study command."""
 
 
-def dvc(*args: str, env: dict | None = None, log: Path | None = None) -> int:
-    cmd = [str(Path(sys.executable).parent / "dvc"), "--wait-for-lock", *args]
-    if log is None:
-        return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+def say(msg: str) -> None:
+    print(f"study: {msg}", flush=True)
+
+
+# --- one DVC command, stoppable, never outliving us ------------------------------
+
+def dvc(args: list[str], cwd: Path, env: dict, log: Path | None = None, stop=lambda: False) -> int:
+    """Run `dvc ARGS` (with atomic lock writes) in its own process group and wait for it.
+
+    The group is ours alone: a terminal's Ctrl-C reaches only the study command, which
+    then interrupts DVC once and waits, so DVC finishes or abandons its write cleanly.
+    `stop()` is polled once a second (a worker's way of hearing the coordinator)."""
+    cmd = [sys.executable, str(cwd / "tools" / "atomic_dvc.py"), *args]
+    out = log.open("a") if log else None
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                            start_new_session=True)
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                if stop():
+                    raise Interrupted("stop requested")
+    except BaseException:
+        _end_group(proc)
+        raise
+    finally:
+        if out:
+            out.close()
+
+
+def _end_group(proc: subprocess.Popen, grace: float = 60) -> None:
+    """SIGINT to DVC and the stage it runs (DVC's own clean exit), SIGKILL if they linger."""
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def stage_env(threads: int) -> dict:
+    # Stages call `python`: make it this interpreter, so the study runs from an unactivated venv too.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "PYTHONUNBUFFERED": "1", "VAE_STUDY_PARENT": str(os.getpid())}
+
+
+# --- the worker's side: one task per run ------------------------------------------
+
+def workspace(snapshot: dict, bundle: bytes, scratch: Path) -> Path:
+    """This worker's checkout of the coordinator's snapshot, made once and reused by its later tasks."""
+    from distributed import get_worker
+    # One workspace per worker process: a worker restarted after a crash gets a new one.
+    name = re.sub(r"\W", "_", str(get_worker().id))
+    ws = scratch / f"{snapshot['commit'][:12]}-{name}"
+    if (ws / ".dvc" / "config.local").exists():
+        return ws
+    shutil.rmtree(ws, ignore_errors=True)
+    ws.mkdir(parents=True)
+    (ws.parent / f"{ws.name}.bundle").write_bytes(bundle)
+    for cmd in (["init", "-q"], ["fetch", "-q", str(ws.parent / f"{ws.name}.bundle"), SNAPSHOT_REF],
+                ["checkout", "-q", "--detach", snapshot["commit"]]):
+        subprocess.run(["git", *cmd], cwd=ws, check=True, capture_output=True)
+    (ws.parent / f"{ws.name}.bundle").unlink()
+    # Same machine or a shared file system: use the coordinator's cache, so nothing is copied twice.
+    cache = snapshot["cache"] if os.access(snapshot["cache"], os.W_OK) else None
+    config = (f"[cache]\n    dir = {cache}\n" if cache else "") + \
+        f"[core]\n    remote = study\n['remote \"study\"']\n    url = {snapshot['remote']}\n"
+    (ws / ".dvc" / "config.local").write_text(config)  # written last: it marks the workspace complete
+    return ws
+
+
+def run_task(run: str, stages: list[str], snapshot: dict, bundle: bytes, threads: int) -> dict:
+    """Compute one run in this worker's workspace and push it to the remote's run-cache."""
+    from distributed import Event
+    stop_event = Event(STOP_EVENT)
+    scratch = Path(os.environ.get("VAE_STUDY_SCRATCH") or Path(tempfile.gettempdir()) / "vae-study")
+    t0 = time.monotonic()
+    ws = workspace(snapshot, bundle, scratch)
+    seconds = {"workspace": time.monotonic() - t0}
+    log = ws / "logs" / "study" / f"{run}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as f:
-        return subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    log.write_text(f"# {run} on {socket.gethostname()}\n")
+    env = stage_env(threads)
+    steps = (("pull", ["repro", "--pull", "check", "download"]), ("compute", ["repro", "--pull", "-s", *stages]),
+             ("push", ["push", "--run-cache", *stages]))
+    for step, args in steps:
+        start = time.monotonic()
+        if dvc(args, ws, env, log, stop=stop_event.is_set):
+            raise RuntimeError(f"{run}: `dvc {' '.join(args)}` failed on {socket.gethostname()}:\n"
+                               + log.read_text()[-3000:])
+        seconds[step] = time.monotonic() - start
+    return {"run": run, "host": socket.gethostname(), "seconds": seconds, "log": log.read_text(),
+            "tensorboard": pack(ws / "logs" / run)}
+
+
+def pack(folder: Path) -> bytes:
+    """A run's TensorBoard logs as a tar: scratch outside DVC (they hold wall-clock times), so they
+    travel with the task's result instead of through the remote."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        if folder.is_dir():
+            tar.add(folder, arcname=".")
+    return buf.getvalue()
+
+
+def unpack(blob: bytes, folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        tar.extractall(folder, filter="data")
+
+
+# --- the coordinator's side --------------------------------------------------------
+
+def plan(params: dict, only: str | None = None) -> list[tuple[str, list[str]]]:
+    """(run, the stages a worker computes for it), longest first."""
+    order = sorted(runs(params), key=lambda r: -COST.get(r[1], 0))
+    return [(run_name(*r), [f"train@{run_name(*r)}", f"evaluate@{run_name(*r)}"]) for r in order
+            if not only or re.search(only, run_name(*r))]
+
+
+def minutes(run: str, params: dict) -> float:
+    """Expected minutes of a run on one thread of the development machine, scaled to params' size."""
+    images = params["data"]["train_subset"] or 60000
+    return COST.get(run.split("-")[1], 10) * params["train"]["epochs"] / 50 * images / 60000
+
+
+def hold_study_lock() -> object:
+    """One study per checkout: a second one is told who holds it, instead of failing inside DVC."""
+    path = ROOT / ".dvc" / "tmp" / "study.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = path.open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        sys.exit(f"study: another study command (pid {holder}) is running in this checkout; wait for it, "
+                 f"or stop it with `kill -INT {holder}` (it stops cleanly)")
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
+def dvc_text(*args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+
+def remote_url(name: str | None) -> str:
+    """The URL of the remote the study shares results through, setting up the local default if none."""
+    name = name or dvc_text("config", "core.remote").strip()
+    if not name:
+        DEFAULT_REMOTE.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "-f", "study-local",
+                        str(DEFAULT_REMOTE)], cwd=ROOT, check=True, capture_output=True)
+        say(f"no DVC remote configured: results go to {DEFAULT_REMOTE} (.dvc/config.local, remote "
+            "'study-local'); add your own with `dvc remote add -d NAME URL`")
+        return str(DEFAULT_REMOTE)
+    url = dvc_text("config", f"remote.{name}.url").strip()
+    if not url:
+        sys.exit(f"study: no DVC remote named {name!r}; `dvc remote list` shows the configured ones")
+    # A relative local remote is relative to .dvc/: workers need it absolute.
+    if "://" not in url and not os.path.isabs(url):
+        url = str((ROOT / ".dvc" / url).resolve())
+    return url
+
+
+def make_snapshot(remote: str) -> tuple[dict, bytes]:
+    """The checkout's files as DVC sees them now (every file git does not ignore, committed or not),
+    as one root commit in a git bundle."""
+    with tempfile.TemporaryDirectory() as tmp:
+        # A scratch index leaves the user's alone; a fixed author works where git has none configured.
+        env = {**os.environ, "GIT_INDEX_FILE": f"{tmp}/index", "GIT_AUTHOR_NAME": "vae study",
+               "GIT_AUTHOR_EMAIL": "study@localhost", "GIT_COMMITTER_NAME": "vae study",
+               "GIT_COMMITTER_EMAIL": "study@localhost"}
+
+        def git(*args):
+            return subprocess.run(["git", *args], cwd=ROOT, env=env, check=True, capture_output=True,
+                                  text=True).stdout.strip()
+        git("add", "-A")
+        commit = git("commit-tree", git("write-tree"), "-m", "vae study snapshot")
+        git("update-ref", SNAPSHOT_REF, commit)
+        git("bundle", "create", "-q", f"{tmp}/s.bundle", SNAPSHOT_REF)
+        bundle = Path(tmp, "s.bundle").read_bytes()
+    cache = dvc_text("cache", "dir").strip() or str(ROOT / ".dvc" / "cache")
+    return {"commit": commit, "remote": remote, "cache": cache}, bundle
+
+
+def to_compute(todo: list[tuple[str, list[str]]], env: dict) -> list[tuple[str, list[str]]]:
+    """The runs whose stages are not up to date here (DVC's own status)."""
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", *[s for _, st in todo for s in st]],
+                            cwd=ROOT, env=env, capture_output=True, text=True)
+    try:
+        changed = json.loads(status.stdout or "{}")
+    except json.JSONDecodeError:
+        return todo
+    return [(run, st) for run, st in todo if any(s in changed for s in st)]
+
+
+def connect(args):
+    from distributed import Client, LocalCluster
+    from distributed.security import Security
+    if args.scheduler:
+        security = None
+        if args.tls_ca_file:
+            security = Security(tls_ca_file=args.tls_ca_file, tls_client_cert=args.tls_cert,
+                                tls_client_key=args.tls_key, require_encryption=True)
+        return Client(args.scheduler, security=security), None
+    # Loopback only: a Dask scheduler runs whatever code it is sent.
+    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address="127.0.0.1:8787" if args.dashboard else None,
+                           resources={"GPU": 1} if args.gpus_per_run else None)
+    return Client(cluster), cluster
+
+
+def remove_workspaces(commit: str) -> None:
+    scratch = Path(os.environ.get("VAE_STUDY_SCRATCH") or Path(tempfile.gettempdir()) / "vae-study")
+    for ws in scratch.glob(f"{commit[:12]}-*"):
+        shutil.rmtree(ws, ignore_errors=True)
+
+
+def progress(todo, done: list[dict], failed: dict, t0: float, params: dict) -> str:
+    """[runs finished/total, elapsed, remaining at the pace so far, weighted by each run's expected cost]"""
+    finished = {r["run"] for r in done} | set(failed)
+    spent = sum(minutes(run, params) for run, _ in todo if run in finished)
+    left = sum(minutes(run, params) for run, _ in todo if run not in finished)
+    elapsed = time.monotonic() - t0
+    return (f"[{len(finished)}/{len(todo)}, {elapsed / 60:.0f} min elapsed, "
+            f"about {elapsed * left / max(spent, 1e-9) / 60:.0f} min left]")
+
+
+def compute(todo, args, snapshot, bundle, params) -> tuple[list[dict], dict[str, str]]:
+    """Every run of `todo` on the cluster; (results, {run: why it failed})."""
+    import cloudpickle
+    import dask
+    from distributed import Event, as_completed
+    # A run whose worker dies is retried once; a second death names it (KilledWorker).
+    dask.config.set({"distributed.scheduler.allowed-failures": 1})
+    # Workers on other machines do not have this file: send the task's code with it.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    client, cluster = connect(args)
+    stop = Event(STOP_EVENT, client=client)
+    stop.clear()
+    done, failed = [], {}
+    t0 = time.monotonic()
+    try:
+        data = client.scatter(bundle, broadcast=True)
+        futures = {client.submit(run_task, run, stages, snapshot, data, args.threads, key=f"run-{run}",
+                                 priority=len(todo) - i, retries=1, pure=False,
+                                 resources={"GPU": args.gpus_per_run} if args.gpus_per_run else None): run
+                   for i, (run, stages) in enumerate(todo)}
+        say(f"{len(todo)} runs on {len(client.scheduler_info()['workers'])} workers ({client.scheduler.address})")
+        for future in as_completed(futures):
+            run = futures[future]
+            if future.status == "finished":
+                r = future.result()
+                done.append(r)
+                write_log(run, r["log"])
+                unpack(r["tensorboard"], ROOT / "logs" / run)
+                s = r["seconds"]
+                say(f"{run} done on {r['host']} in {s['compute'] / 60:.1f} min "
+                    f"(+{s['workspace'] + s['pull'] + s['push']:.0f} s workspace, pull and push) "
+                    f"{progress(todo, done, failed, t0, params)}")
+            else:
+                failed[run] = str(future.exception())
+                write_log(run, failed[run])
+                say(f"{run} FAILED twice: logs/study/{run}.log {progress(todo, done, failed, t0, params)}")
+    except (KeyboardInterrupt, Interrupted):
+        say("interrupted: stopping every run and waiting for its DVC processes to exit")
+        stop.set()
+        for future in futures:
+            try:
+                future.result(timeout=120)
+            except Exception:
+                pass
+        raise
+    finally:
+        try:
+            client.run(remove_workspaces, snapshot["commit"])
+        except Exception:
+            pass  # a worker that is gone has nothing left to remove
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return done, failed
+
+
+def write_log(run: str, text: str) -> None:
+    path = ROOT / "logs" / "study" / f"{run}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def on_sigterm(signum, frame):
+    # SIGTERM (a batch scheduler's kill, `kill PID`) stops the study as Ctrl-C does.
+    raise Interrupted("SIGTERM")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lanes", type=int, default=2, help="runs trained at the same time (default 2)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per lane (default 1)")
+    ap.add_argument("--workers", "--lanes", type=int, default=2, help="runs computed at once here (default 2)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    ap.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tls://HOST:8786, "
+                    "instead of the embedded one")
+    ap.add_argument("--tls-ca-file")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--remote", help="the DVC remote results go through (default: the default remote)")
+    ap.add_argument("--gpus-per-run", type=float, default=0, help="Dask resource GPU each run takes (workers "
+                    "declare theirs: `dask worker --resources GPU=1`)")
+    ap.add_argument("--dashboard", action="store_true", help="Dask's dashboard on 127.0.0.1:8787")
     ap.add_argument("--dry", action="store_true", help="print the plan and exit")
     ap.add_argument("--only", metavar="REGEX", help="only the runs whose names match; compare is not run")
     args = ap.parse_args()
-    if args.lanes < 1 or args.threads < 1:
-        ap.error("--lanes and --threads must be at least 1")
+    if args.workers < 1 or args.threads < 1:
+        ap.error("--workers and --threads must be at least 1")
+    os.chdir(ROOT)
     try:
         params = load_params(ROOT / "params.yaml")
     except ParamsError as e:
         sys.exit(f"study: {e}")
-    todo = [(run, stages) for run, stages in plan(params) if not args.only or re.search(args.only, run)]
+    todo = plan(params, args.only)
     if args.dry:
         for run, stages in todo:
-            print(f"{run}: dvc repro -s {' '.join(stages)}")
+            print(f"{run}: dvc repro --pull -s {' '.join(stages)}")
         return
-    # Stages call `python`: make it this interpreter, so the study runs from an unactivated venv too.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    if dvc("repro", "check", "download", env=env):
-        sys.exit("study: check or download failed; nothing was trained")
+    lock = hold_study_lock()  # noqa: F841 (held until exit)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    env = stage_env(args.threads)
+    try:
+        sys.exit(study(args, params, todo, env))
+    except (KeyboardInterrupt, Interrupted):
+        sys.exit("study: stopped; dvc.lock holds every stage that finished. Run the same command to go on "
+                 "(finished runs are restored from the run-cache, not recomputed)")
+
+
+def study(args, params: dict, todo, env: dict) -> int:
+    remote = remote_url(args.remote)
+    if args.scheduler and remote == str(DEFAULT_REMOTE):
+        sys.exit(f"study: workers on other machines cannot reach the local remote {remote}; add a shared one "
+                 "(`dvc remote add -d NAME URL`: ssh://, s3://, or a path on a shared file system)")
+    coordinator = {**env, "VAE_STUDY_COORDINATOR": "1"}
+    if dvc(["repro", "check", "download"], ROOT, coordinator) or dvc(["push", "check", "download"], ROOT, env):
+        say("check, download or pushing the data failed (above); nothing was trained")
+        return 1
+    todo = to_compute(todo, env)
     t0 = time.monotonic()
-
-    def one(item):
-        run, stages = item
-        start = time.monotonic()
-        rc = dvc("repro", "-s", *stages, env=env, log=ROOT / "logs" / "study" / f"{run}.log")
-        print(f"study: {run} {'done' if rc == 0 else 'FAILED'} in {(time.monotonic() - start) / 60:.1f} min "
-              f"(logs/study/{run}.log)", flush=True)
-        return run, rc
-
-    with ThreadPoolExecutor(args.lanes) as pool:
-        failed = [run for run, rc in pool.map(one, todo) if rc]
-    print(f"study: {len(todo) - len(failed)}/{len(todo)} runs in {(time.monotonic() - t0) / 60:.1f} min wall time")
+    done, failed = [], {}
+    if todo:
+        total = sum(minutes(run, params) for run, _ in todo) / 60
+        share = "shared by the cluster's workers" if args.scheduler else \
+            f"so {total / args.workers:.1f} h on {args.workers} workers here"
+        say(f"{len(todo)} runs to compute ({len(plan(params, args.only)) - len(todo)} up to date): about "
+            f"{total:.1f} h of training at one thread on our 2-core machine, {share}, plus 5-15% for evaluation")
+        snapshot, bundle = make_snapshot(remote)
+        done, failed = compute(todo, args, snapshot, bundle, params)
+        say(f"{len(done)}/{len(todo)} runs computed in {(time.monotonic() - t0) / 60:.1f} min wall time")
+        if done:
+            mean = {k: sum(r["seconds"][k] for r in done) / len(done) for k in done[0]["seconds"]}
+            say("per run, mean seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in mean.items()))
+    # Assembly: restore, never compute, the runs; then plots and compare.
+    targets = [] if not args.only else [s for run, st in plan(params, args.only) for s in st]
+    assemble = {**env, "VAE_RESTORE_ONLY": "1"}
+    keep = ["--keep-going"] if failed else []
+    rc = dvc(["repro", "--pull", *keep, *(["-s", *targets] if targets else [])], ROOT, assemble)
     if failed:
-        sys.exit(f"study: failed: {', '.join(failed)}; see logs/study/RUN.log; compare not run")
-    if not args.only:
-        sys.exit(dvc("repro", "compare", env=env))
+        say(f"failed twice, see logs/study/RUN.log: {', '.join(sorted(failed))}")
+        return 1
+    if rc:
+        say("assembling the results failed (above); no run was recomputed here")
+    return rc
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """Atomic file writes: a crash mid-write leaves the previous file (or directory) intact.
 
+A write that fails (a full disk, a file-size limit) raises an OSError naming the
+file being written, never its temp file, so the stage can say which write failed.
+
 Temp files are created mode 0600 by `tempfile`; every write is given the mode
 a plain `open()` would have (0666 minus the umask), so a shared workspace can
 read what the stages write.
@@ -27,14 +30,19 @@ def atomic_path(path: str | Path):
     """Yields a temp path beside `path`; renames it over `path` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _naming(e, path)
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _naming(e, path)
         raise
 
 
@@ -56,9 +64,22 @@ def atomic_dir(path: str | Path):
         tmp.rename(path)
         if old is not None:
             shutil.rmtree(old)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise _naming(e, path, tmp)
         raise
+
+
+def _naming(e: OSError, path: Path, tmp_dir: Path | None = None) -> OSError:
+    """Make `e` name `path` where it names nothing (a failed write() names no file) or a temp
+    file or directory beside `path`; a file inside `tmp_dir` is named by its place in `path`."""
+    name = Path(e.filename) if isinstance(e.filename, str) else None
+    if name is None or name.parent == path.parent:
+        e.filename, e.filename2 = str(path), None
+    elif tmp_dir is not None and name.is_relative_to(tmp_dir):
+        e.filename, e.filename2 = str(path / name.relative_to(tmp_dir)), None
+    return e
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from pathlib import Path
 
 from ruamel.yaml import YAML
@@ -25,6 +26,9 @@ LR_SCHEDULES = ("constant", "cosine")
 TRAIN_KEYS = ("optimizer", "lr", "lr_schedule", "kl_warmup_epochs", "free_bits", "epochs", "batch_size",
               "grad_clip", "logvar_clamp", "precision", "channels_last", "device")
 BEST = ("min", "max")
+# Recipe and family names are parts of DVC stage names (train@RECIPE-FAMILY-Z-SEED), of the
+# stages' command lines and of file names: letters, digits and '_' only.
+NAME = re.compile(r"[A-Za-z0-9_]+")
 COMPARE_COLUMNS = ("total", "recon", "kl", "iw_bound", "elbo_gap", "active_units", "mutual_info")
 
 
@@ -128,6 +132,12 @@ def _choice(sec: dict, key: str, name: str, allowed):
         raise ParamsError(f"'{name}' is {v!r}; allowed: {', '.join(map(str, allowed))}")
 
 
+def _name(v, what: str, key: str) -> None:
+    if not (isinstance(v, str) and NAME.fullmatch(v)):
+        raise ParamsError(f"{what} name {v!r} in '{key}' must be letters, digits and '_' only: "
+                          "it is part of DVC stage names (train@RECIPE-FAMILY-Z-SEED)")
+
+
 def _int_list(v, name: str, lo: int = 1):
     if not isinstance(v, list) or not v or not all(_is_int(i) and i >= lo for i in v):
         raise ParamsError(f"'{name}' must be a non-empty list of integers >= {lo}, got {v!r}")
@@ -176,6 +186,7 @@ def _validate_matrix(params: dict) -> None:
     if not isinstance(fams, list) or not fams:
         raise ParamsError(f"'families' must be a non-empty list, got {fams!r}")
     for f in fams:
+        _name(f, "family", "families")
         if f not in FAMILIES:
             hint = difflib.get_close_matches(str(f), FAMILIES, n=1)
             did = f" (did you mean {hint[0]!r}?)" if hint else ""
@@ -265,13 +276,13 @@ def _validate_recipes(params: dict) -> None:
             or not all(isinstance(n, str) and n for n in names)):
         raise ParamsError(f"'recipes' must be a non-empty list of distinct names, got {names!r}")
     for name in names:
+        _name(name, "recipe", "recipes")
         if name not in defs:
             raise ParamsError(f"'recipes' lists {name!r} but 'recipe.{name}' is not defined; "
                               f"defined: {', '.join(map(str, defs)) or 'none'}")
-        if "-" in name:  # run names are RECIPE-FAMILY-Z
-            raise ParamsError(f"recipe name {name!r} must not contain '-'")
     keys = (*TRAIN_KEYS, "families")
     for name, over in defs.items():
+        _name(name, "recipe", "recipe")
         if not isinstance(over or {}, dict):
             raise ParamsError(f"'recipe.{name}' must be a mapping of 'train' keys, got {over!r}")
         over = dict(over or {})

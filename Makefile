@@ -1,0 +1,71 @@
+# Every target does its own set-up, once: a second call skips what is already installed and built.
+#   make study    the whole study on this machine (Dask, WORKERS x THREADS), then where the results are
+#   make test     the tests (CI runs exactly this)
+#   make demo     the whole pipeline at smoke size on real MNIST, in demo/ (your results untouched)
+#   make plots    the plots page (dvc plots show, offline)
+#   make lint     ruff (lint and format check) and mypy, as CI and the pre-commit hook run them
+#   make clean    scratch: demo/, logs/, checkpoints/, dvc_plots/
+# A data mirror for offline machines: VAE_DATA_MIRROR=/path/to/datasets make study
+SHELL := /bin/bash
+PYTHON ?= python3
+WORKERS ?= 2
+THREADS ?= 1
+VENV := .venv
+BIN := $(VENV)/bin
+TEMPLATE := .dvc/plots/offline.html
+# DVC runs each stage's `python`: the venv's, without activating it.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: study test demo plots lint clean setup
+
+setup: $(VENV)/.installed $(TEMPLATE)
+
+$(VENV)/.installed: requirements.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+# The plots page's template inlines vega from the npm packages pinned in tools/package-lock.json.
+$(TEMPLATE): $(VENV)/.installed tools/package-lock.json tools/build_plots_template.py
+	npm ci --prefix tools --no-audit --no-fund --silent
+	$(BIN)/python tools/build_plots_template.py
+
+study: setup
+	$(BIN)/python tools/study.py --workers $(WORKERS) --threads $(THREADS)
+	@echo
+	@echo "The comparison table:  metrics/comparison.md"
+	@echo "The plots page:        make plots   (writes dvc_plots/index.html)"
+	@echo "TensorBoard:           $(BIN)/tensorboard --logdir logs"
+
+# Chromium renders the plots page in one test; without apt-get that test is skipped, and says how.
+test: setup
+	@if ! command -v chromium >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "make test: no Chromium; the plots page's browser test is skipped (install: apt-get install chromium)"; fi; \
+	fi
+	$(BIN)/python -m pytest
+
+# Smoke size (1 epoch on 2000 images, one seed, the tuned recipe) in a clone of this commit.
+demo: setup
+	rm -rf demo && git clone -q . demo && cp $(TEMPLATE) demo/$(TEMPLATE)
+	cd demo && ../$(BIN)/python -c "from tests.smoke import set_params; from pathlib import Path; \
+	  set_params(Path('.'), {'train.epochs': 1, 'data.train_subset': 2000, 'seeds': [0], 'recipes': ['tuned'], \
+	  'eval.iw_samples': 20, 'eval.iw_images': 200})"
+	cd demo && ../$(BIN)/python tools/study.py --workers $(WORKERS) --threads $(THREADS)
+	@echo
+	@echo "The demo's table:      demo/metrics/comparison.md"
+	@echo "Its pictures:          demo/plots/CELL/*.png"
+
+plots: setup
+	$(BIN)/dvc plots show
+	@echo "The plots page: dvc_plots/index.html"
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf demo logs checkpoints dvc_plots

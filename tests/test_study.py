@@ -1,0 +1,252 @@
+"""The study on Dask, for real at smoke size: workers compute, DVC's run-cache and a remote bring the
+results home, and faults (a killed worker, Ctrl-C, SIGTERM, a second study) lose nothing."""
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import psutil
+import pytest
+from ruamel.yaml import YAML
+
+from tests.smoke import DVC, ROOT, SMOKE, commit, make_project, outs, run_study, sh, study_env
+
+sys.path.insert(0, str(ROOT / "tools"))
+import atomic_dvc  # noqa: E402
+import study  # noqa: E402
+
+# Two runs (seeds 0 and 1 of one cell of the smoke matrix): enough for two workers, cheap to repeat.
+PARAMS = {**SMOKE, "recipes": ["tuned"], "families": ["simple_mlp"], "latent_dims": [2]}
+RUNS = ["tuned-simple_mlp-2-0", "tuned-simple_mlp-2-1"]
+
+
+def new_project(tmp: Path, mirror: str, params: dict = PARAMS) -> tuple[Path, dict]:
+    proj = tmp / "proj"
+    proj.mkdir(parents=True)
+    env = study_env(make_project(proj, mirror, params), tmp)
+    return proj, env
+
+
+def ours_alive(tmp: Path) -> list[str]:
+    """Processes of ours still running in this test's folders (DVC, stages, workers)."""
+    alive = []
+    for p in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            if str(tmp) in " ".join(p.info["cmdline"] or []) + (p.info["cwd"] or ""):
+                alive.append(" ".join(p.info["cmdline"]))
+        except psutil.Error:
+            pass
+    return alive
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory, data_mirror):
+    """The same two runs by a plain serial `dvc repro`: what the study must reproduce."""
+    proj, env = new_project(tmp_path_factory.mktemp("serial"), data_mirror)
+    sh(DVC, "repro", cwd=proj, env=env)
+    return proj, env, outs(proj)
+
+
+def test_identical_runs_write_identical_files(serial):
+    """What the README's reproducibility claim means, checked: on one machine and thread count,
+    a forced rerun of every stage leaves every output hash in dvc.lock unchanged."""
+    proj, env, first = serial
+    sh(DVC, "repro", "--force", cwd=proj, env=env)
+    # check, download, 2 x (model, history), 2 x (metrics, details), plot's folder, compare's 6
+    assert outs(proj) == first and len(first) == 17
+
+
+def test_the_study_on_two_workers_writes_what_a_serial_repro_writes(smoke_study, serial):
+    _, proj, env, out = smoke_study
+    # The same runs, computed by workers in the smoke matrix and serially here: the same bytes.
+    studied = outs(proj)
+    shared = {k: v for k, v in serial[2].items() if k[0].startswith(("train@", "evaluate@", "plot@"))}
+    assert len(shared) == 9 and {k: studied.get(k) for k in shared} == shared
+    n = len([k for k in studied if k[0].startswith("train@")]) // 2
+    assert f"study: {n}/{n} runs computed" in out
+    # The coordinator restored both stages of each run from the run-cache; it ran no training.
+    for run in RUNS:
+        for stage in ("train", "evaluate"):
+            assert f"Stage '{stage}@{run}' is cached - skipping run" in out
+        assert f"Running stage 'train@{run}'" in (proj / "logs" / "study" / f"{run}.log").read_text()
+    assert "Running stage 'train@" not in out and "Running stage 'compare'" in out
+    assert "up to date" in sh(DVC, "status", cwd=proj, env=env)
+    assert not list((proj.parent / "scratch").glob("*")), "workers' workspaces are removed when the study ends"
+
+
+def test_a_second_study_computes_nothing(smoke_study):
+    _, proj, env, _ = smoke_study
+    before = outs(proj)
+    r = run_study(proj, env)
+    assert r.returncode == 0 and "runs on" not in r.stdout and outs(proj) == before, r.stdout + r.stderr
+
+
+def test_a_second_clone_pulls_every_result_and_trains_nothing(smoke_study, tmp_path):
+    _, proj, env, _ = smoke_study
+    commit(proj, "study")
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(proj), str(clone), cwd=tmp_path)
+    remote = str(Path(env["XDG_CACHE_HOME"]) / "vae-study" / "remote")
+    sh(DVC, "remote", "add", "--local", "-d", "shared", remote, cwd=clone)
+    # No data mirror: everything, the data included, comes from the remote.
+    bare = {k: v for k, v in env.items() if k != "VAE_DATA_MIRROR"}
+    sh(DVC, "pull", cwd=clone, env=bare)
+    for run in RUNS:
+        assert (clone / "models" / f"{run}.pt").read_bytes() == (proj / "models" / f"{run}.pt").read_bytes()
+    assert "up to date" in sh(DVC, "status", cwd=clone, env=bare)
+    out = sh(DVC, "repro", cwd=clone, env={**bare, "VAE_RESTORE_ONLY": "1"})
+    assert "Running stage" not in out
+    # The pulled model evaluates here, without retraining, to the same numbers.
+    metrics = (clone / "metrics" / "runs" / f"{RUNS[0]}.json").read_text()
+    sh(DVC, "repro", "-f", "-s", f"evaluate@{RUNS[0]}", cwd=clone, env=bare)
+    assert (clone / "metrics" / "runs" / f"{RUNS[0]}.json").read_text() == metrics
+
+
+def killed_worker_pid(tmp: Path, timeout: float = 300) -> int:
+    """The Dask worker process running a training stage in this test's scratch folder."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in psutil.process_iter(["cmdline", "cwd"]):
+            try:
+                if "stages.train" in " ".join(p.info["cmdline"] or []) and str(tmp) in (p.info["cwd"] or ""):
+                    dvc = p.parent()  # tools/atomic_dvc.py (or a shell, then it)
+                    while "atomic_dvc" not in " ".join(dvc.cmdline()):
+                        dvc = dvc.parent()
+                    return dvc.parent().pid
+            except psutil.Error:
+                pass
+        time.sleep(0.2)
+    raise AssertionError("no training stage started")
+
+
+def test_a_worker_killed_mid_run_is_retried_and_the_study_completes(tmp_path, data_mirror, serial):
+    proj, env = new_project(tmp_path, data_mirror)
+    proc = subprocess.Popen([sys.executable, "tools/study.py", "--workers", "2"], cwd=proj, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    os.kill(killed_worker_pid(tmp_path), signal.SIGKILL)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    assert outs(proj) == serial[2]
+    assert not ours_alive(tmp_path), "the killed worker's DVC and stage died with it"
+
+
+def wait_for_line(proc: subprocess.Popen, text: str, lines: list[str]) -> None:
+    for line in proc.stdout:
+        lines.append(line)
+        if text in line:
+            return
+    raise AssertionError(f"{text!r} never printed:\n{''.join(lines)[-3000:]}")
+
+
+@pytest.mark.parametrize("sig, moment", [
+    (signal.SIGTERM, "done on"),               # while a worker computes the other run
+    (signal.SIGINT, "is cached - skipping"),   # while the coordinator restores runs and writes dvc.lock
+])
+def test_a_signal_stops_everything_and_the_same_command_finishes_the_study(tmp_path, data_mirror, serial,
+                                                                           sig, moment):
+    proj, env = new_project(tmp_path, data_mirror)
+    proc = subprocess.Popen([sys.executable, "tools/study.py", "--workers", "2"], cwd=proj, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    wait_for_line(proc, moment, lines)
+    proc.send_signal(sig)
+    out = "".join(lines) + proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0 and "study: stopped" in out, out[-3000:]
+    assert not ours_alive(tmp_path), "no DVC process or stage outlives the study command"
+    if (proj / "dvc.lock").exists():
+        YAML(typ="safe").load((proj / "dvc.lock").read_text())  # whole, parseable
+    r = run_study(proj, env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert outs(proj) == serial[2]
+
+
+def test_a_signal_during_the_lock_write_leaves_the_previous_lock(tmp_path, monkeypatch):
+    """The moment Ctrl-C emptied dvc.lock, made reproducible: the write is interrupted half-way."""
+    from dvc.utils.serialize import _yaml
+    lock = tmp_path / "dvc.lock"
+    lock.write_text("schema: '2.0'\nstages:\n  a:\n    cmd: x\n")
+    before = lock.read_text()
+
+    def half_then_interrupt(data, stream):
+        stream.write("schema: '2.0'\nsta")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_yaml, "_dump", half_then_interrupt)
+    atomic_dvc.patch()
+    with pytest.raises(KeyboardInterrupt):
+        with _yaml.modify_yaml(lock) as d:
+            d["stages"]["b"] = {"cmd": "y"}
+    assert lock.read_text() == before and os.listdir(tmp_path) == ["dvc.lock"]
+
+
+def test_a_second_study_command_names_the_one_that_holds_the_checkout(tmp_path, data_mirror):
+    proj, env = new_project(tmp_path, data_mirror)
+    path = proj / ".dvc" / "tmp" / "study.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write("4242")
+        f.flush()
+        r = run_study(proj, env)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        "study: another study command (pid 4242) is running in this checkout; wait for it, "
+        "or stop it with `kill -INT 4242` (it stops cleanly)")
+
+
+def test_workers_on_other_machines_are_refused_the_local_default_remote(tmp_path, data_mirror):
+    proj, env = new_project(tmp_path, data_mirror)
+    r = run_study(proj, env, "--scheduler", "tcp://127.0.0.1:1")
+    assert r.returncode == 1 and "cannot reach the local remote" in r.stderr and not (proj / "dvc.lock").exists()
+
+
+def test_the_embedded_cluster_listens_on_loopback_only():
+    client, cluster = study.connect(Namespace(scheduler=None, workers=2, dashboard=True, gpus_per_run=0))
+    try:
+        procs = [psutil.Process(), *psutil.Process().children(recursive=True)]
+        listening = {(c.laddr.ip, c.laddr.port) for p in procs for c in p.net_connections("inet")
+                     if c.status == psutil.CONN_LISTEN}
+        assert len(listening) >= 4  # the scheduler, its dashboard, each worker and nanny
+        assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1"}, listening
+    finally:
+        client.close()
+        cluster.close()
+
+
+def test_a_returning_experiment_trains_nothing(tmp_path, data_mirror):
+    """DVC's run-cache on the train stage: params A, then B, then A again restores A's outputs."""
+    proj, env = new_project(tmp_path, data_mirror, {**SMOKE, "recipes": ["study"], "families": ["simple_mlp"],
+                                                    "latent_dims": [2], "seeds": [0]})
+    sh(DVC, "repro", "download", cwd=proj, env=env)
+    commit(proj, "base")
+    run = "study-simple_mlp-2-0"
+
+    def experiment(lr):
+        out = sh(DVC, "exp", "run", "-S", f"train.lr={lr}", cwd=proj, env=env)
+        return out, (proj / "models" / f"{run}.pt").read_bytes(), (proj / "metrics" / "history" / f"{run}.csv").read_text()
+
+    _, model_a, history_a = experiment(0.005)
+    _, model_b, _ = experiment(0.002)
+    out, model_again, history_again = experiment(0.005)
+    assert model_b != model_a
+    for stage in (f"train@{run}", f"evaluate@{run}", "plot@study-simple_mlp-2"):
+        assert f"Stage '{stage}' is cached - skipping run" in out
+    assert f"Running stage 'train@{run}'" not in out
+    assert (model_again, history_again) == (model_a, history_a)
+
+
+def test_a_run_that_fails_twice_is_named_with_its_log_and_the_others_finish(tmp_path, data_mirror):
+    # MPS never exists on Linux: the simple MLP's run fails on whatever worker takes it (the
+    # coordinator's check leaves devices to the workers), the deep MLP's run does not.
+    proj, env = new_project(tmp_path, data_mirror, {**PARAMS, "families": ["simple_mlp", "deep_mlp"], "seeds": [0],
+                                                     "recipe.tuned.families.simple_mlp.device": "mps"})
+    r = run_study(proj, env)
+    assert r.returncode == 1
+    assert "study: failed twice, see logs/study/RUN.log: tuned-simple_mlp-2-0" in r.stdout
+    assert "no MPS device is available here" in (proj / "logs" / "study" / "tuned-simple_mlp-2-0.log").read_text()
+    assert (proj / "models" / "tuned-deep_mlp-2-0.pt").exists()  # the other run came home
+    assert "Running stage 'compare'" not in r.stdout
+    assert not ours_alive(tmp_path)
