@@ -1,4 +1,5 @@
 """What the benchmark scripts share: the data as the stages load it, and a training run that leaves nothing behind."""
+
 import tempfile
 from pathlib import Path
 
@@ -17,11 +18,22 @@ def load_images(dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
     return to_float(train_images), to_float(test_images)
 
 
-def train_scratch(name: str, family: str, z: int, params: dict, settings: dict,
-                  train_x: torch.Tensor, test_x: torch.Tensor):
+def train_scratch(
+    name: str, family: str, z: int, params: dict, settings: dict, train_x: torch.Tensor, test_x: torch.Tensor
+):
     """The pipeline's training loop with its checkpoint and logs in a temp dir: returns (model, history)."""
     with tempfile.TemporaryDirectory() as tmp:
-        return train(name, family, z, params["models"][family], settings, train_x, test_x,
-                     checkpoint=Path(tmp) / "c.pt", log_dir=Path(tmp) / "logs",
-                     eval_seed=params["eval"]["seed"], eval_batch_size=params["eval"]["batch_size"],
-                     fingerprint="scratch")
+        return train(
+            name,
+            family,
+            z,
+            params["models"][family],
+            settings,
+            train_x,
+            test_x,
+            checkpoint=Path(tmp) / "c.pt",
+            log_dir=Path(tmp) / "logs",
+            eval_seed=params["eval"]["seed"],
+            eval_batch_size=params["eval"]["batch_size"],
+            fingerprint="scratch",
+        )

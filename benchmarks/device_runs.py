@@ -13,6 +13,7 @@ It reads data/DATASET (`dvc repro download` first).
 
     python -m benchmarks.device_runs --device cuda --lanes 8 [--runs tuned-conv-2-0 ...] [--epochs 5]
 """
+
 import argparse
 import contextlib
 import csv
@@ -48,8 +49,13 @@ def one_run(run: tuple, device: str, threads: int, epochs: int | None, log_dir: 
         t0 = time.perf_counter()
         _, history = train_scratch(name, family, z, params, settings, train_x, test_x)
         seconds = time.perf_counter() - t0
-    return {"run": name, "seconds": seconds, "epochs": len(history), "test_total": history[-1]["test_total"],
-            "comparable": comparable}
+    return {
+        "run": name,
+        "seconds": seconds,
+        "epochs": len(history),
+        "test_total": history[-1]["test_total"],
+        "comparable": comparable,
+    }
 
 
 def committed(name: str, epoch: int) -> float | None:
@@ -73,13 +79,16 @@ def main() -> None:
     unknown = set(args.runs or []) - {run_name(*r) for r in all_runs}
     if unknown:
         ap.error(f"not runs of params.yaml: {', '.join(sorted(unknown))}")
-    selected = sorted((r for r in all_runs if not args.runs or run_name(*r) in args.runs),
-                      key=lambda r: LONGEST_FIRST.index(r[1]))
+    selected = sorted(
+        (r for r in all_runs if not args.runs or run_name(*r) in args.runs), key=lambda r: LONGEST_FIRST.index(r[1])
+    )
     if args.log_dir:
         Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     name = torch.cuda.get_device_name() if args.device == "cuda" and torch.cuda.is_available() else args.device
-    print(f"torch {torch.__version__} on {name}: {len(selected)} runs, {args.lanes} lanes x {args.threads} threads",
-          flush=True)
+    print(
+        f"torch {torch.__version__} on {name}: {len(selected)} runs, {args.lanes} lanes x {args.threads} threads",
+        flush=True,
+    )
     print(f"{'run':<24}{'min':>7}{'s/epoch':>9}{'epoch':>7}{'-ELBO here':>12}{'committed':>11}{'diff':>8}", flush=True)
     t0 = time.perf_counter()
     # spawn: a CUDA context does not survive fork.
@@ -89,8 +98,11 @@ def main() -> None:
             r = job.result()
             ours = committed(r["run"], r["epochs"]) if r["comparable"] else None
             theirs = f"{ours:>11.2f}{r['test_total'] - ours:>8.2f}" if ours is not None else f"{'-':>11}{'-':>8}"
-            print(f"{r['run']:<24}{r['seconds'] / 60:>7.1f}{r['seconds'] / r['epochs']:>9.2f}{r['epochs']:>7}"
-                  f"{r['test_total']:>12.2f}{theirs}", flush=True)
+            print(
+                f"{r['run']:<24}{r['seconds'] / 60:>7.1f}{r['seconds'] / r['epochs']:>9.2f}{r['epochs']:>7}"
+                f"{r['test_total']:>12.2f}{theirs}",
+                flush=True,
+            )
     print(f"all {len(selected)} runs: {(time.perf_counter() - t0) / 60:.1f} min wall time", flush=True)
 
 

@@ -8,6 +8,7 @@ and data/DATASET (`dvc repro download` first).
 
     python -m benchmarks.epoch_time [--epochs 1] [--cells study-conv-2 tuned-residual-1]
 """
+
 import argparse
 import time
 
@@ -34,8 +35,15 @@ def main() -> None:
     train_x, test_x = load_images(params["data"]["dataset"])
     # One-time costs belong to no cell (the first optimiser alone imports torch._dynamo, ~1.5 s).
     recipe, family, z = selected[0]
-    train_scratch("warm-up", family, z, params, {**train_config(params, recipe, family, seed), "epochs": 1},
-                  train_x[:256], test_x[:256])
+    train_scratch(
+        "warm-up",
+        family,
+        z,
+        params,
+        {**train_config(params, recipe, family, seed), "epochs": 1},
+        train_x[:256],
+        test_x[:256],
+    )
     total = 0.0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(train_x)} training images")
     print(f"{'cell':<20}{'parameters':>12}{'s/epoch':>10}{'img/s':>9}")
@@ -47,8 +55,10 @@ def main() -> None:
         per_epoch = (time.perf_counter() - t0) / args.epochs
         total += per_epoch * settings["epochs"] * n_seeds
         print(f"{cell:<20}{count_parameters(model):>12,}{per_epoch:>10.1f}{len(train_x) / per_epoch:>9.0f}")
-    print(f"estimated training time of these cells, {n_seeds} seeds each at their recipes' epoch counts: "
-          f"{total / 60:.1f} min (one stage at a time, from the epoch times above)")
+    print(
+        f"estimated training time of these cells, {n_seeds} seeds each at their recipes' epoch counts: "
+        f"{total / 60:.1f} min (one stage at a time, from the epoch times above)"
+    )
 
 
 if __name__ == "__main__":

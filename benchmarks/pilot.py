@@ -13,14 +13,15 @@ reads as one table:
 (benchmarks/pilots_test_set.jsonl keeps the earlier pilots, scored on the test
 set; nothing is chosen from them any more.)
 """
+
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
-from ruamel.yaml import YAML
-
 import torch
+from ruamel.yaml import YAML
 
 from benchmarks.common import load_images, train_scratch
 from vae.config import TRAIN_KEYS, ParamsError, load_params, train_config, validate_train
@@ -64,8 +65,12 @@ def table(path: Path, params: dict) -> None:
     print(f"{'run':<22}{'differs from params.yaml':<40}{'val -ELBO':>10}{'train':>9}{'KL':>7}{'min':>6}")
     for r in rows:
         diff = " ".join(f"{k}={v}" for k, v in differences(r["settings"], params, r["run"]).items()) or "-"
-        print(f"{r['run']:<22}{diff:<40}{r['val_total']:>10.2f}{r['train_total']:>9.2f}"
-              f"{r['val_kl']:>7.2f}{r['minutes']:>6.1f}")
+        if "diverged_in_epoch" in r:
+            diff += f" (diverged in epoch {r['diverged_in_epoch']})"
+        print(
+            f"{r['run']:<22}{diff:<40}{r['val_total']:>10.2f}{r['train_total']:>9.2f}"
+            f"{r['val_kl']:>7.2f}{r['minutes']:>6.1f}"
+        )
 
 
 def main() -> None:
@@ -99,13 +104,22 @@ def main() -> None:
     t0 = time.perf_counter()
     # The loop reports its held-out set as "test": here that is the validation split.
     _, history = train_scratch(name, args.family, args.z, params, settings, *validation_split(params))
-    last = history[-1]
+    # A run that blew up ends with a non-finite row (vae.training stops there): score the epoch before it
+    # and say so, rather than write NaN into the table.
+    diverged = not all(math.isfinite(v) for v in history[-1].values())
+    last = history[-2] if diverged and len(history) > 1 else history[-1]
     # `settings` is every train setting the pilot used, so a row stays true when the recipe changes later.
-    result = {"run": f"{args.recipe}-{args.family}-{args.z}", "overrides": over, "settings": settings,
-              "scored_on": f"validation: the last {params['data']['validation']} training images",
-              **{f"val_{t}": round(last[f"test_{t}"], 3) for t in ("total", "recon", "kl")},
-              "train_total": round(last["train_total"], 3), "epochs": len(history),
-              "minutes": round((time.perf_counter() - t0) / 60, 1)}
+    result = {
+        "run": f"{args.recipe}-{args.family}-{args.z}",
+        "overrides": over,
+        "settings": settings,
+        "scored_on": f"validation: the last {params['data']['validation']} training images",
+        **{f"val_{t}": round(last[f"test_{t}"], 3) for t in ("total", "recon", "kl")},
+        "train_total": round(last["train_total"], 3),
+        "epochs": len(history),
+        **({"diverged_in_epoch": len(history)} if diverged else {}),
+        "minutes": round((time.perf_counter() - t0) / 60, 1),
+    }
     print(json.dumps(result))
     with args.results.open("a") as f:
         f.write(json.dumps(result) + "\n")

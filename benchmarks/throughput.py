@@ -20,11 +20,11 @@ study's training time from (a)'s median rates. It reads params.yaml and data/DAT
     python -m benchmarks.throughput [--seconds 15] [--rounds 3] [--families conv residual]
     python -m benchmarks.throughput --seconds 0.5 --rounds 1    # a quick check that it runs
 """
+
 from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import io
 import math
 import statistics
@@ -71,8 +71,9 @@ def reference_run(family: str, cfg: dict, dataset, images: int, batch_size: int,
     return n, time.perf_counter() - t0
 
 
-def project_run(family: str, params: dict, settings: dict, train_x: torch.Tensor, test_x: torch.Tensor,
-                images: int) -> tuple[int, float]:
+def project_run(
+    family: str, params: dict, settings: dict, train_x: torch.Tensor, test_x: torch.Tensor, images: int
+) -> tuple[int, float]:
     """(images trained, seconds) of vae.training.train: whole epochs over the first `images`
     training images, or over all of them as often as `images` needs."""
     n = min(images, len(train_x))
@@ -95,8 +96,9 @@ def sized(run, batch_size: int, seconds: float) -> int:
         images *= 2
 
 
-def measure(family: str, params: dict, data: tuple, reference_data, seconds: float,
-            rounds: int) -> tuple[list[float], list[float]]:
+def measure(
+    family: str, params: dict, data: tuple[torch.Tensor, torch.Tensor], reference_data, seconds: float, rounds: int
+) -> tuple[list[float], list[float]]:
     """Images per second of (a) and of (b) in each of `rounds` alternating rounds."""
     settings = {**params["train"], "seed": params["seeds"][0]}  # the study's protocol; the seed changes no speed
 
@@ -106,8 +108,9 @@ def measure(family: str, params: dict, data: tuple, reference_data, seconds: flo
 
     def b(images):
         torch.set_flush_denormal(False)  # the common recipe does not
-        return reference_run(family, params["models"][family], reference_data, images, settings["batch_size"],
-                             settings["lr"])
+        return reference_run(
+            family, params["models"][family], reference_data, images, settings["batch_size"], settings["lr"]
+        )
 
     size_a, size_b = sized(a, settings["batch_size"], seconds), sized(b, settings["batch_size"], seconds)
     rates_a, rates_b = [], []
@@ -123,18 +126,19 @@ def rate(run, images: int) -> float:
 
 
 def torchvision_dataset(root: Path, dataset: str):
-    """torchvision's data set of `dataset`'s training images, laid out under root from data/DATASET's .gz files."""
+    """torchvision's data set of `dataset`'s training images, laid out under root from data/DATASET's IDX files."""
     cls = TORCHVISION[dataset]
     raw = root / cls.__name__ / "raw"
     raw.mkdir(parents=True)
     for f in DATASETS[dataset].files.values():
-        (raw / f.name.removesuffix(".gz")).write_bytes(gzip.decompress((paths.data(dataset) / f.name).read_bytes()))
+        (raw / f.idx_name).write_bytes((paths.data(dataset) / f.idx_name).read_bytes())
     return cls(str(root), train=True, download=False, transform=transforms.ToTensor())
 
 
 def train_flops_per_image(family: str, cfg: dict, batch_size: int) -> float:
     """FLOPs of one forward + backward pass, per image, as counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
+
     model = build_model(family, 2, cfg)
     x = torch.rand(batch_size, 1, 28, 28)
     with FlopCounterMode(display=False) as counter:
@@ -150,7 +154,7 @@ def matmul_gflops(n: int = 1024, repeat: int = 20) -> float:
     t0 = time.perf_counter()
     for _ in range(repeat):
         a @ b
-    return 2 * n ** 3 * repeat / (time.perf_counter() - t0) / 1e9
+    return 2 * n**3 * repeat / (time.perf_counter() - t0) / 1e9
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -177,8 +181,10 @@ def main() -> None:
     train_x, test_x = load_images(dataset)
     data = (train_x, test_x[:128])  # (a)'s per-epoch test pass, kept small
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batches of {settings['batch_size']}, "
-          f"~{args.seconds:g} s per measurement, alternating rounds: {args.rounds}; img/s as median [min-max]")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batches of {settings['batch_size']}, "
+        f"~{args.seconds:g} s per measurement, alternating rounds: {args.rounds}; img/s as median [min-max]"
+    )
     print(f"float32 matmul rate (1024^3): {matmul_gflops():.0f} GFLOP/s")
     print(f"{'family':<12}{'(a) img/s':>22}{'(b) img/s':>22}{'(a)/(b)':>20}{'MFLOP/img':>11}{'(a) GFLOP/s':>13}")
     rates = {}
@@ -187,9 +193,12 @@ def main() -> None:
         for family in families:
             rates[family] = a, b = measure(family, params, data, reference_data, args.seconds, args.rounds)
             flops = train_flops_per_image(family, params["models"][family], settings["batch_size"])
-            print(f"{family:<12}{spread(a, '.0f'):>22}{spread(b, '.0f'):>22}"
-                  f"{spread([x / y for x, y in zip(a, b)], '.2f'):>20}{flops / 1e6:>11.1f}"
-                  f"{statistics.median(a) * flops / 1e9:>13.1f}", flush=True)
+            print(
+                f"{family:<12}{spread(a, '.0f'):>22}{spread(b, '.0f'):>22}"
+                f"{spread([x / y for x, y in zip(a, b)], '.2f'):>20}{flops / 1e6:>11.1f}"
+                f"{statistics.median(a) * flops / 1e9:>13.1f}",
+                flush=True,
+            )
     per_round = [geometric_mean(a[r] / b[r] for a, b in rates.values()) for r in range(args.rounds)]
     print(f"geometric mean of the ratios over {', '.join(families)}: {spread(per_round, '.2f')}")
     study_estimate(params, families, {f: statistics.median(a) for f, (a, _) in rates.items()}, len(train_x))
@@ -199,9 +208,11 @@ def study_estimate(params: dict, families: list[str], rate: dict[str, float], n_
     epochs = params["train"]["epochs"]
     images = n_train * epochs * len(params["latent_dims"]) * len(params["recipes"]) * len(params["seeds"])
     minutes = sum(images / rate[f] for f in families) / 60
-    print(f"estimated training time of the study for these families ({epochs} epochs, recipes {params['recipes']}, "
-          f"z in {params['latent_dims']}, seeds {params['seeds']}), one stage at a time, from (a)'s median rates "
-          f"at z=2: {minutes:.0f} min (an estimate, not a measured dvc repro)")
+    print(
+        f"estimated training time of the study for these families ({epochs} epochs, recipes {params['recipes']}, "
+        f"z in {params['latent_dims']}, seeds {params['seeds']}), one stage at a time, from (a)'s median rates "
+        f"at z=2: {minutes:.0f} min (an estimate, not a measured dvc repro)"
+    )
 
 
 if __name__ == "__main__":

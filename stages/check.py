@@ -6,13 +6,14 @@ on this stage's output, whose bytes never change: a bad param stops `dvc repro`
 here, before anything is deleted, and a good change reruns nothing by itself.
 The same goes for a device this machine does not have (`cuda` without CUDA).
 """
+
 import os
 
+from stages.common import parse_args, stage_main
 from vae import paths
 from vae.atomic import write_text
 from vae.config import load_params, train_config
 from vae.training import DeviceError, resolve_device
-from stages.common import parse_args, stage_main
 
 
 def main() -> None:

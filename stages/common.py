@@ -1,5 +1,6 @@
 """What every stage shares: its command line, validated params, one-line errors, and the
 fingerprint of the code it runs."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,11 @@ PACKAGES = ("vae", "stages")  # the project's code; what else is under ROOT (.ve
 # The study's assembly step sets it: that machine restores runs from DVC's run-cache and computes none.
 RESTORE_ONLY = "VAE_RESTORE_ONLY"
 # A write that failed for want of room: what happened, and the fix.
-NO_ROOM = {errno.ENOSPC: ("no space left", "free some space"),
-           errno.EDQUOT: ("disk quota exceeded", "free some space (or raise your quota)"),
-           errno.EFBIG: ("file too large", "raise the file-size limit (`ulimit -f`) or free some space")}
+NO_ROOM = {
+    errno.ENOSPC: ("no space left", "free some space"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space (or raise your quota)"),
+    errno.EFBIG: ("file too large", "raise the file-size limit (`ulimit -f`) or free some space"),
+}
 
 
 def stage_main(name: str, main) -> None:
@@ -38,8 +41,10 @@ def stage_main(name: str, main) -> None:
     except PermissionError as e:
         where = Path(e.filename or ".").resolve().parent
         where = where.relative_to(Path.cwd()) if where.is_relative_to(Path.cwd()) else where
-        sys.exit(f"{name}: cannot write in {where}/: permission denied; make it writable "
-                 "(or run the pipeline in a checkout you own)")
+        sys.exit(
+            f"{name}: cannot write in {where}/: permission denied; make it writable "
+            "(or run the pipeline in a checkout you own)"
+        )
     except OSError as e:
         if e.errno in NO_ROOM:
             sys.exit(no_room(name, e))
@@ -52,16 +57,18 @@ def no_room(name: str, e: OSError) -> str:
     """One line for a full disk: the file being written (vae.atomic names it) and the room left on its
     file system. The write that failed left the previous file in place; outputs DVC deleted before
     running the stage are in its cache."""
-    what, fix = NO_ROOM[e.errno]
+    what, fix = NO_ROOM[e.errno or 0]
     path = Path(e.filename) if e.filename else Path.cwd()
     mount = path.resolve()
     while not mount.exists() or not os.path.ismount(mount):
         mount = mount.parent
-    free = shutil.disk_usage(mount).free
-    free = f"{free / 1e9:.1f} GB" if free >= 1e9 else f"{free / 1e6:.1f} MB"
+    room = shutil.disk_usage(mount).free
+    free = f"{room / 1e9:.1f} GB" if room >= 1e9 else f"{room / 1e6:.1f} MB"
     writing = f" writing {_shown(path)}" if e.filename else ""
-    return (f"{name}: {what}{writing} ({free} free on {mount}); {fix}, then `dvc checkout` restores "
-            "this stage's previous outputs")
+    return (
+        f"{name}: {what}{writing} ({free} free on {mount}); {fix}, then `dvc checkout` restores "
+        "this stage's previous outputs"
+    )
 
 
 def _shown(path: Path) -> Path:
@@ -83,8 +90,10 @@ def refuse_if_restore_only(stage: str, run: str) -> None:
     """In the study's assembly step DVC restores every run from its run-cache; a run it could not
     restore lands here, and must not be computed on the assembling machine (hours, by accident)."""
     if os.environ.get(RESTORE_ONLY):
-        sys.exit(f"{stage}@{run}: not found in DVC's run-cache, and this step only restores ({RESTORE_ONLY} "
-                 "is set): the study's workers compute runs; run the study command again")
+        sys.exit(
+            f"{stage}@{run}: not found in DVC's run-cache, and this step only restores ({RESTORE_ONLY} "
+            "is set): the study's workers compute runs; run the study command again"
+        )
 
 
 def parse_args(description: str, per: str | None = None) -> argparse.Namespace:
@@ -107,8 +116,10 @@ def run_params(args: argparse.Namespace) -> tuple[dict, str]:
         args.seed = params["plot"]["seed"]
     run = run_name(args.recipe, args.family, args.z, args.seed)
     if (args.recipe, args.family, args.z, args.seed) not in runs(params):
-        raise StageError(f"run {run} is not in params.yaml recipes x families x latent_dims x seeds "
-                         f"({params['recipes']} x {params['families']} x {params['latent_dims']} x {params['seeds']})")
+        raise StageError(
+            f"run {run} is not in params.yaml recipes x families x latent_dims x seeds "
+            f"({params['recipes']} x {params['families']} x {params['latent_dims']} x {params['seeds']})"
+        )
     # Collapsed or diverged models drift into subnormal floats, which are ~2x
     # slower on CPUs; flushing them to zero changes nothing measurable.
     torch.set_flush_denormal(True)

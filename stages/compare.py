@@ -1,20 +1,25 @@
 """Stage compare: aggregate every run's metrics into the comparison table and curves."""
+
+from stages.common import parse_args, stage_main
 from vae import paths, report
 from vae.config import load_params, runs
-from stages.common import parse_args, stage_main
 
 
 def main() -> None:
     parse_args(__doc__)
     params = load_params()
     run_list = runs(params)  # from params, not a glob: stale files of dropped runs stay ignored
-    report.write_comparison(report.load_runs(run_list), report.load_curves(run_list), params["compare"]["best"],
-                            params["data"]["dataset"],
-                            json_path=paths.METRICS / "comparison.json", cells_dir=paths.METRICS / "cells",
-                            csv_path=paths.PLOTS / "comparison.csv",
-                            curves_path=paths.METRICS / "curves.csv",
-                            md_path=paths.METRICS / "comparison.md",
-                            png_path=paths.PLOTS / "comparison.png")
+    report.write_comparison(
+        report.load_runs(run_list),
+        report.load_curves(run_list),
+        params["data"]["dataset"],
+        json_path=paths.METRICS / "comparison.json",
+        cells_dir=paths.METRICS / "cells",
+        csv_path=paths.PLOTS / "comparison.csv",
+        curves_path=paths.METRICS / "curves.csv",
+        md_path=paths.METRICS / "comparison.md",
+        png_path=paths.PLOTS / "comparison.png",
+    )
     print((paths.METRICS / "comparison.md").read_text())
 
 

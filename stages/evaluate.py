@@ -1,54 +1,105 @@
 """Stage evaluate@RECIPE-FAMILY-Z-SEED: test-set loss, importance-weighted bound and collapse diagnostics.
 
 Writes metrics/runs/RUN.json (the DVC metric: one row of `dvc metrics show` per
-run) and metrics/details/RUN.json (what the row cannot hold).
+run, the keys of vae/metrics.py) and metrics/details/RUN.json (what the row cannot
+hold). A run whose training stopped at a NaN or infinite loss is evaluated too, on
+the model it kept (the one before that epoch), and marked `diverged`. With VAE_RESTORE_ONLY
+set (the study's assembly step) it refuses to compute: runs come from DVC's run-cache there.
 """
+
+import math
+
 import torch
 
+from stages.common import parse_args, refuse_if_restore_only, run_params, stage_main
 from vae import paths
 from vae.atomic import write_json
 from vae.checkpoints import load_model
 from vae.data import load_split, to_float
-from vae.evaluation import evaluate, full_report
-from stages.common import parse_args, run_params, stage_main
+from vae.evaluation import full_report
+from vae.losses import evaluate
+from vae.metrics import METRICS
 
 
 def main() -> None:
     args = parse_args(__doc__, per="run")
     params, run = run_params(args)
+    refuse_if_restore_only("evaluate", run)
     ev, dataset = params["eval"], params["data"]["dataset"]
     model, state = load_model(paths.model(run), args.family, args.z)
     if params["train"]["channels_last"]:  # the IW bound decodes K samples per image: use the fast layout
         model = model.to(memory_format=torch.channels_last)
     test_x = to_float(load_split(paths.data(dataset), dataset, "test")[0])
     elbo = evaluate(model, test_x, ev["batch_size"], ev["seed"], ev["z_samples"])
-    report = full_report(model, test_x, iw_samples=ev["iw_samples"], iw_images=ev["iw_images"],
-                         iw_batch=ev["iw_batch"], seed=ev["seed"], batch_size=ev["batch_size"],
-                         kl_threshold=ev["collapse_kl"], au_threshold=ev["active_threshold"])
-    write_json(paths.metrics(run), {
-        **{t: round(v, 4) for t, v in elbo.items()},
-        **{k: round(report[k], 4) for k in ("iw_bound", "elbo_gap", "mutual_info")},
-        "active_units": report["active_units"], "collapsed": report["collapsed"],
-    })
+    report = full_report(
+        model,
+        test_x,
+        iw_samples=ev["iw_samples"],
+        iw_images=ev["iw_images"],
+        iw_batch=ev["iw_batch"],
+        seed=ev["seed"],
+        batch_size=ev["batch_size"],
+        kl_threshold=ev["collapse_kl"],
+        au_threshold=ev["active_threshold"],
+    )
+    diverged = state.get("diverged")  # the train stage's note of why training stopped early, if it did
+    values = {**elbo, **report}
+    metrics = {
+        **{k: round(values[k], 4) for k in METRICS},
+        "collapsed": report["collapsed"],
+        "diverged": bool(diverged),
+    }
     details = {
-        "units": "nats per image", "dataset": dataset, "recipe": args.recipe, "family": args.family, "z": args.z,
-        "seed": args.seed, "kl_per_dim": report["kl_per_dim"], "collapse_reasons": report["collapse_reasons"],
-        "parameters": state["parameters"], "epochs": state["epochs"], "test_images": len(test_x),
-        "z_samples": ev["z_samples"], "iw_samples": ev["iw_samples"], "iw_images": report["iw_images"],
+        "units": "nats per image",
+        "dataset": dataset,
+        "recipe": args.recipe,
+        "family": args.family,
+        "z": args.z,
+        "seed": args.seed,
+        "kl_per_dim": report["kl_per_dim"],
+        "collapse_reasons": report["collapse_reasons"],
+        "parameters": state["parameters"],
+        "epochs": state["epochs"],
+        "test_images": len(test_x),
+        "z_samples": ev["z_samples"],
+        "iw_samples": ev["iw_samples"],
+        "iw_images": report["iw_images"],
         "eval_seed": ev["seed"],
+        "diverged": diverged,
     }
     if dataset == "mnist":
         # The study's table looks like the summed loss of the last, partial test batch
         # (10000 = 78 * 128 + 16 images at batch size 128); give that figure too.
         tail = len(test_x) % ev["study_batch_size"] or ev["study_batch_size"]
         last = evaluate(model, test_x[-tail:], ev["batch_size"], ev["seed"], ev["z_samples"])
-        details["study_last_batch"] = {"images": tail, **{t: round(v * tail, 2) for t, v in last.items()},
-                                       "units": f"nats summed over the last {tail} test images"}
+        details["study_last_batch"] = {
+            "images": tail,
+            **{t: round(v * tail, 2) for t, v in last.items()},
+            "units": f"nats summed over the last {tail} test images",
+        }
+    if diverged:  # its model may give NaN or infinite figures: null, as JSON has no NaN
+        metrics, details = nulls(metrics), nulls(details)
+    # Any other run's NaN is a bug, not a result: write_json refuses it.
+    write_json(paths.metrics(run), metrics)
     write_json(paths.details(run), details)
     collapsed = f"  COLLAPSED: {'; '.join(report['collapse_reasons'])}" if report["collapsed"] else ""
-    print(f"{run}: -ELBO {elbo['total']:.3f} (recon {elbo['recon']:.3f}, KL {elbo['kl']:.3f}), "
-          f"IW bound {report['iw_bound']:.3f} nats/image (K={ev['iw_samples']}), "
-          f"AU {report['active_units']}/{args.z}, MI {report['mutual_info']:.3f}{collapsed}")
+    print(
+        f"{run}: -ELBO {elbo['total']:.3f} (recon {elbo['recon']:.3f}, KL {elbo['kl']:.3f}), "
+        f"IW bound {report['iw_bound']:.3f} nats/image (K={ev['iw_samples']}), "
+        f"AU {report['active_units']}/{args.z}, MI {report['mutual_info']:.3f}{collapsed}"
+        + (f"  DIVERGED: {diverged}" if diverged else "")
+    )
+
+
+def nulls(obj):
+    """obj with every NaN or infinite float replaced by None (JSON null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: nulls(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [nulls(v) for v in obj]
+    return obj
 
 
 if __name__ == "__main__":

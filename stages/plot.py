@@ -3,12 +3,13 @@
 Manifold, latent space, reconstructions, prior samples and loss curves; one seed
 per cell, since pictures of three seeds of a healthy run look alike (the
 comparison table carries the spread)."""
+
+from stages.common import parse_args, run_params, stage_main
 from vae import paths, plots
 from vae.checkpoints import load_model
 from vae.config import cell_name
 from vae.data import DATASETS, load_split, to_float
 from vae.evaluation import posterior_stats
-from stages.common import parse_args, run_params, stage_main
 
 
 def main() -> None:
@@ -22,8 +23,9 @@ def main() -> None:
     plots.manifold(model, out / "manifold.png", cfg["grid"], cfg["quantile"])
     mu, _ = posterior_stats(model, test_x, params["eval"]["batch_size"])
     title = DATASETS[dataset].title
-    plots.latent_space(mu, labels, out / "latent.png", f"{run}: {title} test-set posterior means",
-                       list(DATASETS[dataset].class_names))
+    plots.latent_space(
+        mu, labels, out / "latent.png", f"{run}: {title} test-set posterior means", list(DATASETS[dataset].class_names)
+    )
     plots.reconstructions(model, test_x[: cfg["n_recon"]], out / "reconstructions.png")
     plots.prior_samples(model, out / "samples.png", cfg["n_samples"], params["eval"]["seed"])
     plots.loss_curves(paths.history(run), out / "loss_curves.png", f"{run} on {title}: loss per epoch")

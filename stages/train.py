@@ -3,24 +3,31 @@
 An interrupted run resumes from its epoch checkpoint (checkpoints/RUN.pt), but
 only when everything the stage depends on is unchanged: its params, the data,
 the code it imports and the torch version. The checkpoint is removed once the
-model is written. TensorBoard logs go to logs/RUN.
+model is written. TensorBoard logs go to logs/RUN. A run whose loss becomes NaN or
+infinite stops there and still succeeds: it writes the model of the last finite epoch,
+marked `diverged`, and the history up to the epoch that blew up, so the comparison counts
+it. With VAE_RESTORE_ONLY set (the study's assembly step) it refuses to train: runs come
+from DVC's run-cache there.
 """
+
 import json
+import traceback
 
 import torch
 
+from stages.common import code_fingerprint, fingerprint, parse_args, refuse_if_restore_only, run_params, stage_main
 from vae import paths
 from vae.checkpoints import save_model
 from vae.config import train_config
 from vae.data import MANIFEST, load_split, to_float
 from vae.models import count_parameters
-from vae.training import train, write_history
-from stages.common import code_fingerprint, fingerprint, parse_args, run_params, stage_main
+from vae.training import blew_up, train, write_history
 
 
 def main() -> None:
     args = parse_args(__doc__, per="run")
     params, run = run_params(args)
+    refuse_if_restore_only("train", run)
     settings = train_config(params, args.recipe, args.family, args.seed)
     model_cfg = params["models"][args.family]
     dataset, subset = params["data"]["dataset"], params["data"]["train_subset"]
@@ -29,18 +36,44 @@ def main() -> None:
     test_images = load_split(data_dir, dataset, "test")[0]
 
     # The params this stage declares in dvc.yaml, as written, plus what they cannot name.
-    declared = {"data": {"dataset": dataset, "train_subset": subset}, "model": model_cfg, "train": params["train"],
-                "recipe": params["recipe"][args.recipe], "eval": {k: params["eval"][k] for k in ("seed", "batch_size")}}
-    data_id = {k: r["sha256"] for k, r in json.loads((data_dir / MANIFEST).read_text())["files"].items()}
+    declared = {
+        "data": {"dataset": dataset, "train_subset": subset},
+        "model": model_cfg,
+        "train": params["train"],
+        "recipe": params["recipe"][args.recipe],
+        "eval": {k: params["eval"][k] for k in ("seed", "batch_size")},
+    }
+    data_id = {k: r["content_md5"] for k, r in json.loads((data_dir / MANIFEST).read_text())["files"].items()}
     resume_key = fingerprint(run, declared, data_id, code_fingerprint(), torch.__version__)
 
-    model, history = train(run, args.family, args.z, model_cfg, settings, to_float(train_images),
-                           to_float(test_images), checkpoint=paths.checkpoint(run), log_dir=paths.logs(run),
-                           eval_seed=params["eval"]["seed"], eval_batch_size=params["eval"]["batch_size"],
-                           fingerprint=resume_key)
+    try:
+        model, history = train(
+            run,
+            args.family,
+            args.z,
+            model_cfg,
+            settings,
+            to_float(train_images),
+            to_float(test_images),
+            checkpoint=paths.checkpoint(run),
+            log_dir=paths.logs(run),
+            eval_seed=params["eval"]["seed"],
+            eval_batch_size=params["eval"]["batch_size"],
+            fingerprint=resume_key,
+        )
+    except OSError as e:
+        # Checkpoints are written through vae.atomic, which names the file; TensorBoard's failed
+        # writes name none: name its log directory, so a full disk there is one line too.
+        if e.filename is None and any("tensorboard" in f.filename for f in traceback.extract_tb(e.__traceback__)):
+            e.filename = str(paths.logs(run))
+        raise
     write_history(paths.history(run), history)
-    save_model(paths.model(run), model.cpu(), args.family, args.z, model_cfg,
-               {"epochs": len(history), "parameters": count_parameters(model)})
+    extra: dict[str, int | str] = {"epochs": len(history), "parameters": count_parameters(model)}
+    if blew_up(history):  # only then: a run that did not diverge writes the same bytes as ever
+        epoch = history[-1]["epoch"]
+        kept = f"the model of epoch {epoch - 1}" if epoch > 1 else "the initial weights"
+        extra.update(epochs=epoch - 1, diverged=f"loss not finite in epoch {epoch}: training stopped; kept {kept}")
+    save_model(paths.model(run), model.cpu(), args.family, args.z, model_cfg, extra)
     paths.checkpoint(run).unlink(missing_ok=True)  # the run is complete: nothing left to resume
 
 

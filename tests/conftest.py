@@ -48,8 +48,7 @@ def real_mirror() -> Path:
     """The real offline mirror's root; tests that need real MNIST or Fashion-MNIST bytes skip without it."""
     m = os.environ.get(MIRROR_ENV)
     if not m:
-        pytest.skip(f"${MIRROR_ENV} is not set: no real data mirror on this machine "
-                    "(CI sets it to ../shared/datasets)")
+        pytest.skip(f"${MIRROR_ENV} is not set: no real data mirror on this machine (CI sets it to ../shared/datasets)")
     return Path(m)
 
 
@@ -64,6 +63,7 @@ def smoke_study(tmp_path_factory, data_mirror):
     """The end-to-end smoke matrix (tests/smoke.py MATRIX), computed once by the study command on a
     LocalCluster of two 1-thread workers: (scratch folder, project, env, what the command printed)."""
     from tests.smoke import MATRIX, make_project, run_study, study_env
+
     tmp = tmp_path_factory.mktemp("smoke_study")
     proj = tmp / "proj"
     proj.mkdir()

@@ -1,4 +1,5 @@
 """Scratch copies of the project at smoke size, for the end-to-end tests (real DVC, real MNIST in CI)."""
+
 import os
 import shutil
 import subprocess
@@ -14,8 +15,14 @@ DVC = str(Path(sys.executable).parent / "dvc")
 # Outputs of a real run that may be committed; the scratch copy must rebuild them.
 RESULTS = ("dvc.lock", "metrics/", "plots/")
 # Smoke size: one epoch on 512 images, two seeds per cell (so the aggregate has a spread).
-SMOKE = {"train.epochs": 1, "data.train_subset": 512, "plot.grid": 4, "eval.iw_samples": 20, "eval.iw_images": 200,
-         "seeds": [0, 1]}
+SMOKE = {
+    "train.epochs": 1,
+    "data.train_subset": 512,
+    "plot.grid": 4,
+    "eval.iw_samples": 20,
+    "eval.iw_images": 200,
+    "seeds": [0, 1],
+}
 # The end-to-end matrix: both recipes, both latent sizes, the simplest and the most complex family
 # (the other two differ only in the model registry, which the unit tests cover): 16 runs.
 MATRIX = {**SMOKE, "families": ["simple_mlp", "residual"]}
@@ -78,5 +85,11 @@ def study_env(env: dict, tmp: Path) -> dict:
 
 
 def run_study(proj: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "tools/study.py", "--workers", "2", "--threads", "1", *args], cwd=proj,
-                          env=env, capture_output=True, text=True, timeout=1800)
+    return subprocess.run(
+        [sys.executable, "tools/study.py", "--workers", "2", "--threads", "1", *args],
+        cwd=proj,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )

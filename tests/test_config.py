@@ -26,51 +26,58 @@ def broken(path: str, value):
     return p
 
 
-@pytest.mark.parametrize("path, value, named", [
-    ("families", ["conv", "transformer"], "'transformer'"),
-    ("families", ["simple_mpl"], "(did you mean 'simple_mlp'?); known families: simple_mlp, deep_mlp, conv, residual"),
-    ("dataset", "mnist", "unknown key 'dataset' (did you mean 'data'?)"),
-    ("data.train_subset", 60001, "'data.train_subset' is 60001, but mnist has 60000 training images"),
-    ("data.read_timeout_s", 0, "data.read_timeout_s"),
-    ("data.timeout_s", 30, "unknown key 'data.timeout_s'"),
-    ("data.dataset", "cifar10", "data.dataset"),
-    ("latent_dims", [0, 2], "latent_dims"),
-    ("train.lr", 0, "train.lr"),
-    ("train.lr", -1e-3, "train.lr"),
-    ("train.epochs", 0, "train.epochs"),
-    ("train.batch_size", 0, "train.batch_size"),
-    ("train.lr", "fast", "train.lr"),
-    ("train.epochs", 1.5, "train.epochs"),
-    ("train.device", "tpu", "train.device"),
-    ("seeds", KeyError, "seeds"),
-    ("seeds", [0, 0], "'seeds' lists a seed twice"),
-    ("seeds", [-1], "seeds"),
-    ("train.seed", 0, "unknown key 'train.seed'"),
-    ("plot.seed", 5, "'plot.seed' is 5, which is not among 'seeds'"),
-    ("data.validation", 60000, "'data.validation' is 60000"),
-    ("eval", KeyError, "eval"),
-    ("models.conv.channels", [16, 0, 64], "models.conv.channels"),
-    ("train.lr_schedule", "linear", "train.lr_schedule"),
-    ("train.kl_warmup_epochs", -1, "train.kl_warmup_epochs"),
-    ("train.free_bits", -0.5, "train.free_bits"),
-    ("recipe.tuned.lr", 0, "recipe.tuned.lr"),
-    ("recipe.tuned.free_bits", "lots", "recipe.tuned.free_bits"),
-    ("recipe.tuned.lr_schedule", "step", "recipe.tuned.lr_schedule"),
-    ("recipes", ["study", "fancy"], "recipe.fancy"),
-    ("recipes", ["study", "study"], "recipes"),
-    ("recipes", [], "recipes"),
-    ("recipe.tuned", [1, 2], "recipe.tuned"),
-    ("recipe.tuned.families", [1], "recipe.tuned.families"),
-    ("recipe.tuned.families.transformer", {"lr": 0.1}, "recipe.tuned.families.transformer"),
-    ("recipe.tuned.families.conv", {"lr": -1}, "recipe.tuned.families.conv.lr"),
-    ("recipe.tuned.families.conv", {"lrr": 0.1}, "recipe.tuned.families.conv.lrr"),
-    ("recipe.tuned.families.conv", 0.1, "recipe.tuned.families.conv"),
-    # Recipe and family names are parts of DVC stage names: letters, digits and '_' only.
-    ("recipes", ["study", "fast run"], "recipe name 'fast run' in 'recipes' must be letters, digits and '_' only"),
-    ("recipes", ["study", "tuned-2"], "recipe name 'tuned-2' in 'recipes'"),
-    ("recipe.fast run", {}, "recipe name 'fast run' in 'recipe'"),
-    ("families", ["conv", "conv-net"], "family name 'conv-net' in 'families'"),
-])
+@pytest.mark.parametrize(
+    "path, value, named",
+    [
+        ("families", ["conv", "transformer"], "'transformer'"),
+        (
+            "families",
+            ["simple_mpl"],
+            "(did you mean 'simple_mlp'?); known families: simple_mlp, deep_mlp, conv, residual",
+        ),
+        ("dataset", "mnist", "unknown key 'dataset' (did you mean 'data'?)"),
+        ("data.train_subset", 60001, "'data.train_subset' is 60001, but mnist has 60000 training images"),
+        ("data.read_timeout_s", 0, "data.read_timeout_s"),
+        ("data.timeout_s", 30, "unknown key 'data.timeout_s'"),
+        ("data.dataset", "cifar10", "data.dataset"),
+        ("latent_dims", [0, 2], "latent_dims"),
+        ("train.lr", 0, "train.lr"),
+        ("train.lr", -1e-3, "train.lr"),
+        ("train.epochs", 0, "train.epochs"),
+        ("train.batch_size", 0, "train.batch_size"),
+        ("train.lr", "fast", "train.lr"),
+        ("train.epochs", 1.5, "train.epochs"),
+        ("train.device", "tpu", "train.device"),
+        ("seeds", KeyError, "seeds"),
+        ("seeds", [0, 0], "'seeds' lists a seed twice"),
+        ("seeds", [-1], "seeds"),
+        ("train.seed", 0, "unknown key 'train.seed'"),
+        ("plot.seed", 5, "'plot.seed' is 5, which is not among 'seeds'"),
+        ("data.validation", 60000, "'data.validation' is 60000"),
+        ("eval", KeyError, "eval"),
+        ("models.conv.channels", [16, 0, 64], "models.conv.channels"),
+        ("train.lr_schedule", "linear", "train.lr_schedule"),
+        ("train.kl_warmup_epochs", -1, "train.kl_warmup_epochs"),
+        ("train.free_bits", -0.5, "train.free_bits"),
+        ("recipe.tuned.lr", 0, "recipe.tuned.lr"),
+        ("recipe.tuned.free_bits", "lots", "recipe.tuned.free_bits"),
+        ("recipe.tuned.lr_schedule", "step", "recipe.tuned.lr_schedule"),
+        ("recipes", ["study", "fancy"], "recipe.fancy"),
+        ("recipes", ["study", "study"], "recipes"),
+        ("recipes", [], "recipes"),
+        ("recipe.tuned", [1, 2], "recipe.tuned"),
+        ("recipe.tuned.families", [1], "recipe.tuned.families"),
+        ("recipe.tuned.families.transformer", {"lr": 0.1}, "recipe.tuned.families.transformer"),
+        ("recipe.tuned.families.conv", {"lr": -1}, "recipe.tuned.families.conv.lr"),
+        ("recipe.tuned.families.conv", {"lrr": 0.1}, "recipe.tuned.families.conv.lrr"),
+        ("recipe.tuned.families.conv", 0.1, "recipe.tuned.families.conv"),
+        # Recipe and family names are parts of DVC stage names: letters, digits and '_' only.
+        ("recipes", ["study", "fast run"], "recipe name 'fast run' in 'recipes' must be letters, digits and '_' only"),
+        ("recipes", ["study", "tuned-2"], "recipe name 'tuned-2' in 'recipes'"),
+        ("recipe.fast run", {}, "recipe name 'fast run' in 'recipe'"),
+        ("families", ["conv", "conv-net"], "family name 'conv-net' in 'families'"),
+    ],
+)
 def test_bad_params_name_the_key(path, value, named):
     with pytest.raises(ParamsError) as e:
         validate(broken(path, value))
@@ -95,8 +102,11 @@ def test_mistyped_key_suggests_the_right_one():
 def test_mistyped_recipe_key_suggests_the_train_key():
     p = copy.deepcopy(BASE)
     p["recipe"]["tuned"]["kl_warmup"] = 3
-    with pytest.raises(ParamsError, match=r"unknown key 'recipe.tuned.kl_warmup' "
-                                          r"\(did you mean 'recipe.tuned.kl_warmup_epochs'\?\)"):
+    with pytest.raises(
+        ParamsError,
+        match=r"unknown key 'recipe.tuned.kl_warmup' "
+        r"\(did you mean 'recipe.tuned.kl_warmup_epochs'\?\)",
+    ):
         validate(p)
 
 
@@ -107,8 +117,11 @@ def test_a_recipe_name_that_cannot_name_a_dvc_stage_is_refused(name):
     p = copy.deepcopy(BASE)
     p["recipes"].append(name)
     p["recipe"][name] = {"epochs": 1}
-    with pytest.raises(ParamsError, match=f"^recipe name {re.escape(repr(name))} in 'recipes' must be letters, "
-                                          r"digits and '_' only: it is part of DVC stage names"):
+    with pytest.raises(
+        ParamsError,
+        match=f"^recipe name {re.escape(repr(name))} in 'recipes' must be letters, "
+        r"digits and '_' only: it is part of DVC stage names",
+    ):
         validate(p)
     p["recipes"].remove(name)
     with pytest.raises(ParamsError, match=f"^recipe name {re.escape(repr(name))} in 'recipe' "):
@@ -132,13 +145,14 @@ def test_a_recipe_overrides_train_and_the_study_overrides_nothing():
     assert {k for k in conv if conv[k] != BASE["train"].get(k)} == {"lr", "free_bits", "seed"} and conv["lr"] == 1e-3
     assert (mlp["lr"], mlp["epochs"], mlp["free_bits"], mlp["seed"]) == (3e-3, 7, 0.5, 1)
     assert runs(BASE)[0] == ("study", BASE["families"][0], BASE["latent_dims"][0], BASE["seeds"][0])
-    assert len(runs(BASE)) == (len(BASE["recipes"]) * len(BASE["families"]) * len(BASE["latent_dims"])
-                               * len(BASE["seeds"]))
+    assert len(runs(BASE)) == (
+        len(BASE["recipes"]) * len(BASE["families"]) * len(BASE["latent_dims"]) * len(BASE["seeds"])
+    )
 
 
 def test_yaml_1_2_reads_exponent_floats(tmp_path):
     # PyYAML (YAML 1.1) would read 1e-3 as the string "1e-3".
-    text = (tmp_path / "p.yaml")
+    text = tmp_path / "p.yaml"
     y = YAML()
     p = copy.deepcopy(BASE)
     y.dump(p, text.open("w"))
@@ -161,8 +175,9 @@ def test_stage_with_bad_params_prints_the_message_not_a_traceback(tmp_path, stag
     YAML().dump(broken("train.lr", -0.01), (tmp_path / "params.yaml").open("w"))
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    r = subprocess.run([sys.executable, "-m", f"stages.{stage[0]}", *stage[1:]], cwd=tmp_path, env=env,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", f"stages.{stage[0]}", *stage[1:]], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert r.returncode == 1
     assert "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().endswith("params.yaml: 'train.lr' must be a number > 0, got -0.01"), r.stderr

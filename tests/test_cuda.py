@@ -1,5 +1,6 @@
 """The `train.device: cuda` path. Skipped on machines without CUDA (this project's CI has none);
 run on a GPU machine with `pytest tests/test_cuda.py`."""
+
 import pytest
 import torch
 
@@ -9,11 +10,26 @@ from vae.training import resolve_device, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
-SETTINGS = {"optimizer": "adam", "lr": 1e-3, "lr_schedule": "cosine", "kl_warmup_epochs": 1, "free_bits": 0.0,
-            "epochs": 2, "batch_size": 32, "seed": 0, "grad_clip": None, "logvar_clamp": None, "precision": "fp32",
-            "channels_last": True, "device": "cpu"}
-CFG = {"simple_mlp": {"hidden": 16}, "conv": {"channels": [8, 16, 16], "hidden": 32},
-       "residual": {"channels": [8, 16], "blocks": 1, "hidden": 32}}
+SETTINGS = {
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "lr_schedule": "cosine",
+    "kl_warmup_epochs": 1,
+    "free_bits": 0.0,
+    "epochs": 2,
+    "batch_size": 32,
+    "seed": 0,
+    "grad_clip": None,
+    "logvar_clamp": None,
+    "precision": "fp32",
+    "channels_last": True,
+    "device": "cpu",
+}
+CFG = {
+    "simple_mlp": {"hidden": 16},
+    "conv": {"channels": [8, 16, 16], "hidden": 32},
+    "residual": {"channels": [8, 16], "blocks": 1, "hidden": 32},
+}
 
 
 def data(n, seed):
@@ -21,9 +37,20 @@ def data(n, seed):
 
 
 def fit(tmp_path, family, device, **over):
-    return train(f"{family}-2", family, 2, CFG[family], {**SETTINGS, "device": device, **over}, data(256, 0),
-                 data(64, 1), checkpoint=tmp_path / f"{family}-{device}.pt",
-                 log_dir=tmp_path / f"logs-{family}-{device}", eval_seed=1, eval_batch_size=32, fingerprint="fp")
+    return train(
+        f"{family}-2",
+        family,
+        2,
+        CFG[family],
+        {**SETTINGS, "device": device, **over},
+        data(256, 0),
+        data(64, 1),
+        checkpoint=tmp_path / f"{family}-{device}.pt",
+        log_dir=tmp_path / f"logs-{family}-{device}",
+        eval_seed=1,
+        eval_batch_size=32,
+        fingerprint="fp",
+    )
 
 
 def test_cuda_and_auto_resolve_to_the_gpu():

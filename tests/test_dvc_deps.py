@@ -1,5 +1,6 @@
 """dvc.yaml and dvc.lock describe the pipeline truthfully: every stage declares the project code it
 runs (so `dvc repro` reruns it when that code changes), and the lock holds only stages that exist."""
+
 import ast
 import subprocess
 import sys
@@ -53,8 +54,13 @@ def test_the_import_walk_finds_indirect_imports():
 def test_lock_has_no_stale_stages():
     # DVC keeps lock entries of stages that were renamed or removed; stale ones mislead
     # anyone reading dvc.lock for what produced the committed results.
-    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(
+        [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     locked = YAML(typ="safe").load((ROOT / "dvc.lock").read_text())["stages"]
     assert "compare" in listed and any(n.startswith("train@") for n in listed)
     stale = sorted(set(locked) - set(listed))

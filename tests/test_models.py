@@ -41,4 +41,5 @@ def test_architectures_follow_the_study():
 
 def test_parameter_counts_are_reported():
     assert count_parameters(build_model("simple_mlp", 1, {"hidden": 10})) == (784 * 10 + 10 + 10 * 2 + 2) + (
-        1 * 10 + 10 + 10 * 784 + 784)
+        1 * 10 + 10 + 10 * 784 + 784
+    )

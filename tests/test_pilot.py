@@ -10,7 +10,11 @@ from vae.config import load_params, train_config
 def test_overrides_are_read_as_params_yaml_reads_them():
     # YAML 1.2: PyYAML would read 5e-4 as a string and the run would fail an hour later.
     assert parse_overrides(["lr=5e-4", "batch_size=64", "grad_clip=null", "lr_schedule=cosine"]) == {
-        "lr": 0.0005, "batch_size": 64, "grad_clip": None, "lr_schedule": "cosine"}
+        "lr": 0.0005,
+        "batch_size": 64,
+        "grad_clip": None,
+        "lr_schedule": "cosine",
+    }
 
 
 @pytest.mark.parametrize("item", ["batchsize=64", "lr", "=1"])
@@ -22,13 +26,14 @@ def test_an_unknown_or_malformed_override_names_the_allowed_keys(item):
 def test_table_reads_each_pilot_against_params_yaml_as_it_is_now(tmp_path, capsys):
     params = load_params()
     now = train_config(params, "tuned", "deep_mlp", 0)
-    row = {"run": "tuned-deep_mlp-2", "val_recon": 0, "val_kl": 7.0, "train_total": 133.0, "epochs": 50,
-           "minutes": 5.0}
-    rows = [{**row, "overrides": {"lr": 0.003}, "settings": {**now, "lr": 0.003}, "val_total": 136.0},
-            {**row, "overrides": {}, "settings": now, "val_total": 134.3},
-            # Recorded with no override under an older recipe: it must not read as today's recipe.
-            {**row, "overrides": {}, "settings": {**now, "free_bits": 0.25, "device": "cuda"}, "val_total": 135.0},
-            {**row, "overrides": {"seed": 1}, "settings": {**now, "seed": 1}, "val_total": 137.0}]
+    row = {"run": "tuned-deep_mlp-2", "val_recon": 0, "val_kl": 7.0, "train_total": 133.0, "epochs": 50, "minutes": 5.0}
+    rows = [
+        {**row, "overrides": {"lr": 0.003}, "settings": {**now, "lr": 0.003}, "val_total": 136.0},
+        {**row, "overrides": {}, "settings": now, "val_total": 134.3},
+        # Recorded with no override under an older recipe: it must not read as today's recipe.
+        {**row, "overrides": {}, "settings": {**now, "free_bits": 0.25, "device": "cuda"}, "val_total": 135.0},
+        {**row, "overrides": {"seed": 1}, "settings": {**now, "seed": 1}, "val_total": 137.0},
+    ]
     path = tmp_path / "pilots.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     table(path, params)

@@ -1,5 +1,6 @@
 """End to end: the whole pipeline at smoke size in a scratch copy, computed by the study command
 (Dask workers, DVC's run-cache), then checked as a user would with `dvc status`, metrics and plots."""
+
 import json
 import math
 import shutil
@@ -7,7 +8,6 @@ import subprocess
 
 import pandas as pd
 import pytest
-from ruamel.yaml import YAML
 
 from tests.smoke import DVC, MATRIX, ROOT, SMOKE, make_project, set_params, sh
 from vae.config import cell_name, load_params, run_name, runs
@@ -32,8 +32,13 @@ def test_the_committed_matrix_is_48_runs_in_dvc_yaml_order():
 def test_stage_list_is_the_whole_matrix(project):
     proj, env, _ = project
     names = [line.split()[0] for line in sh(DVC, "stage", "list", cwd=proj, env=env).splitlines()]
-    assert names == ["check", "download", *[f"{s}@{r}" for s in ("train", "evaluate") for r in RUNS],
-                     *[f"plot@{c}" for c in CELLS], "compare"]
+    assert names == [
+        "check",
+        "download",
+        *[f"{s}@{r}" for s in ("train", "evaluate") for r in RUNS],
+        *[f"plot@{c}" for c in CELLS],
+        "compare",
+    ]
 
 
 def test_every_run_has_finite_positive_metrics(project):
@@ -70,8 +75,7 @@ def test_comparison_aggregates_seeds_per_cell_with_a_table_per_recipe(project):
     comparison = json.loads((proj / "metrics" / "comparison.json").read_text())
     assert list(comparison) == PARAMS["recipes"] and all(len(v) == per_recipe for v in comparison.values())
     cell = comparison["tuned"]["residual-2"]["total"]
-    runs = [json.loads((proj / "metrics" / "runs" / f"tuned-residual-2-{s}.json").read_text())["total"]
-            for s in (0, 1)]
+    runs = [json.loads((proj / "metrics" / "runs" / f"tuned-residual-2-{s}.json").read_text())["total"] for s in (0, 1)]
     assert cell["per_seed"] == {"0": runs[0], "1": runs[1]}
     assert cell["mean"] == pytest.approx(sum(runs) / 2, abs=1e-4) and cell["min"] == min(runs)
     assert sorted(p.stem for p in (proj / "metrics" / "cells").glob("*.json")) == sorted(CELLS)
@@ -113,13 +117,20 @@ def test_dvc_sees_the_pipeline_as_up_to_date_and_shows_metrics_and_plots(project
     assert "source" not in manifest["files"]["train_images"] and manifest["title"] == "MNIST"
 
 
-@pytest.mark.parametrize("dotted, value, message", [
-    ("train.lr", -1, "check: params.yaml: 'train.lr' must be a number > 0, got -1"),
-    ("extra", 1, "check: params.yaml: unknown key 'extra'"),
-    ("data.train_subset", 60001, "check: params.yaml: 'data.train_subset' is 60001, but mnist has 60000"),
-    ("families", ["simple_mpl"], "check: params.yaml: 'families' has unknown family 'simple_mpl' "
-                                 "(did you mean 'simple_mlp'?); known families:"),
-])
+@pytest.mark.parametrize(
+    "dotted, value, message",
+    [
+        ("train.lr", -1, "check: params.yaml: 'train.lr' must be a number > 0, got -1"),
+        ("extra", 1, "check: params.yaml: unknown key 'extra'"),
+        ("data.train_subset", 60001, "check: params.yaml: 'data.train_subset' is 60001, but mnist has 60000"),
+        (
+            "families",
+            ["simple_mpl"],
+            "check: params.yaml: 'families' has unknown family 'simple_mpl' "
+            "(did you mean 'simple_mlp'?); known families:",
+        ),
+    ],
+)
 def test_a_bad_param_stops_dvc_repro_before_any_output_is_touched(project, dotted, value, message):
     proj, env, _ = project
     sh("git", "add", "-A", cwd=proj)
@@ -140,8 +151,18 @@ def test_a_bad_param_stops_dvc_repro_before_any_output_is_touched(project, dotte
 
 
 def test_fashion_mnist_runs_under_its_own_names(tmp_path, data_mirror):
-    env = make_project(tmp_path, data_mirror, {**SMOKE, "data.dataset": "fashion_mnist", "recipes": ["tuned"],
-                                               "families": ["simple_mlp"], "latent_dims": [1, 2], "seeds": [0]})
+    env = make_project(
+        tmp_path,
+        data_mirror,
+        {
+            **SMOKE,
+            "data.dataset": "fashion_mnist",
+            "recipes": ["tuned"],
+            "families": ["simple_mlp"],
+            "latent_dims": [1, 2],
+            "seeds": [0],
+        },
+    )
     sh(DVC, "repro", cwd=tmp_path, env=env)
     manifest = json.loads((tmp_path / "data" / "fashion_mnist" / "manifest.json").read_text())
     assert manifest["dataset"] == "fashion_mnist" and manifest["title"] == "Fashion-MNIST"

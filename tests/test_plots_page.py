@@ -4,13 +4,14 @@ Chromium is driven over the DevTools protocol on a pipe (--remote-debugging-pipe
 needs Debian's `chromium` and nothing else: no driver package, no port. Outside CI a missing
 Chromium or an unbuilt page template skips with the command that fixes it; in CI ($CI set) it fails.
 """
+
 import base64
 import json
 import os
 import re
 import select
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -49,13 +50,30 @@ class Chromium:
         self._log = log.open("wb")
 
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--window-size=1200,900", "--remote-debugging-pipe",
-             # No name resolves, so nothing the browser itself does can reach a network either.
-             "--host-resolver-rules=MAP * ~NOTFOUND", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            preexec_fn=on_fds_3_and_4, pass_fds=(3, 4), start_new_session=True)
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--window-size=1200,900",
+                "--remote-debugging-pipe",
+                # No name resolves, so nothing the browser itself does can reach a network either.
+                "--host-resolver-rules=MAP * ~NOTFOUND",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=on_fds_3_and_4,
+            pass_fds=(3, 4),
+            start_new_session=True,
+        )
         os.close(to_browser)
         os.close(from_browser)
         self._buffer, self._id, self.session, self.events = b"", 0, None, []
@@ -162,19 +180,25 @@ def open_offline(page: Path, tmp_path: Path, screenshot: Path) -> tuple[dict, li
         browser.session = browser.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             browser.send(f"{domain}.enable")
-        browser.send("Network.emulateNetworkConditions", offline=True, latency=0,
-                     downloadThroughput=-1, uploadThroughput=-1)
+        browser.send(
+            "Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1
+        )
         browser.send("Page.navigate", url=page.as_uri())
         browser.wait_for("Page.loadEventFired")
         # dvc-render writes each vega chart as <div id=ID> with a script calling vegaEmbed('#ID', spec);
         # vega replaces that script when it draws, so the ids are read from the file, not the DOM.
         ids = re.findall(r"vegaEmbed\('#([^']+)'", page.read_text(encoding="utf-8"))
-        result = browser.send("Runtime.evaluate", expression=f"({CHECK_PAGE})({json.dumps(ids)})",
-                              awaitPromise=True, returnByValue=True)
+        result = browser.send(
+            "Runtime.evaluate", expression=f"({CHECK_PAGE})({json.dumps(ids)})", awaitPromise=True, returnByValue=True
+        )
         assert "exceptionDetails" not in result, result["exceptionDetails"]
         size = browser.send("Page.getLayoutMetrics")["cssContentSize"]
-        shot = browser.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                            clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+        shot = browser.send(
+            "Page.captureScreenshot",
+            format="png",
+            captureBeyondViewport=True,
+            clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+        )
         screenshot.write_bytes(base64.b64decode(shot["data"]))
         return result["result"]["value"], console_errors(browser.events)
     finally:

@@ -1,12 +1,12 @@
 """The README and docs/ pages: their result tables are the committed metrics, not a stale copy of
 them, and every relative link between them resolves."""
+
 import json
 import math
 import re
 from pathlib import Path
 
 import pytest
-
 
 ROOT = Path(__file__).resolve().parents[1]
 # The README's own columns are a subset; somewhere (docs/results.md) every cell is shown with all of these.
@@ -73,8 +73,9 @@ def test_readme_shows_every_committed_cell_as_mean_and_std_over_seeds():
                         assert shows(row[col].split(" ± ")[0], m[key]), f"{where}: {name} {col} {row[col]}"
                 for col in ("collapsed", "diverged"):  # "0/3", or "⚠ 1/3: why"
                     if col in row:
-                        assert row[col].removeprefix("⚠ ").startswith(f"{m[col]}/{m['seeds']}"), \
+                        assert row[col].removeprefix("⚠ ").startswith(f"{m[col]}/{m['seeds']}"), (
                             f"{where}: {name} {col}"
+                        )
                 if all(col in row for col in CHECKED):
                     complete.add((recipe, row["family"], row["z"]))
     assert seen, "no `Recipe `NAME`` table in the README or docs/"
@@ -83,8 +84,9 @@ def test_readme_shows_every_committed_cell_as_mean_and_std_over_seeds():
 
 
 def test_readme_headline_is_the_tuned_table():
-    assert any(recipe == "tuned" and rows for recipe, _, rows in readme_tables("Recipe", ROOT / "README.md")), \
+    assert any(recipe == "tuned" and rows for recipe, _, rows in readme_tables("Recipe", ROOT / "README.md")), (
         "README: no `### Recipe `tuned`` table"
+    )
 
 
 def section(heading: str) -> str:
@@ -93,7 +95,7 @@ def section(heading: str) -> str:
     for page in pages():
         text = page.read_text()
         if m := re.search(rf"^#+ {re.escape(heading)}\n", text, re.M):
-            found.append(text[m.end():].split("\n#", 1)[0])
+            found.append(text[m.end() :].split("\n#", 1)[0])
     assert len(found) == 1, f"{len(found)} sections called {heading!r} in README.md and docs/*.md"
     return found[0]
 

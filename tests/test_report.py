@@ -7,31 +7,63 @@ import pytest
 
 from vae import paths, report
 from vae.config import run_name
+from vae.metrics import METRICS
 
-BEST = {"total": "min", "recon": "min", "kl": "max", "active_units": "max"}
 
-
-def _write_run(run: str, total: float, recon: float, kl: float, collapsed: bool = False,
-               train: tuple[float, float] | None = None) -> None:
-    """A run's metrics, details and a two-epoch history; train: the two epochs' training -ELBO."""
+def _write_run(
+    run: str,
+    total: float,
+    recon: float,
+    kl: float,
+    collapsed: bool = False,
+    train: tuple[float, float] | None = None,
+    nulls: tuple[str, ...] = (),
+) -> None:
+    """A run's metrics, details and a two-epoch history; train: the two epochs' training -ELBO;
+    nulls: metrics written as null, as the evaluate stage writes a diverged run's non-finite figures."""
     recipe, family, z, seed = run.split("-")
-    metrics = {"total": total, "recon": recon, "kl": kl, "iw_bound": total - 5, "elbo_gap": 5.0,
-               "active_units": 0 if collapsed else int(z), "mutual_info": 1.5, "collapsed": collapsed}
-    details = {"units": "nats per image", "dataset": "mnist", "recipe": recipe, "family": family, "z": int(z),
-               "seed": int(seed), "kl_per_dim": [kl], "collapse_reasons": ["0/1 active units"] if collapsed else [],
-               "parameters": 10, "epochs": 1, "test_images": 10000, "z_samples": 1, "iw_samples": 1000,
-               "iw_images": 1000, "eval_seed": 0,
-               "study_last_batch": {"images": 16, "total": total * 16, "recon": recon * 16, "kl": kl * 16}}
+    metrics = {
+        "total": total,
+        "recon": recon,
+        "kl": kl,
+        "subset_total": total + 1,
+        "iw_bound": total - 5,
+        "elbo_gap": 6.0,
+        "active_units": 0 if collapsed else int(z),
+        "mutual_info": 1.5,
+        "collapsed": collapsed,
+        "diverged": bool(nulls),
+    }
+    metrics.update(dict.fromkeys(nulls))
+    details = {
+        "units": "nats per image",
+        "dataset": "mnist",
+        "recipe": recipe,
+        "family": family,
+        "z": int(z),
+        "seed": int(seed),
+        "kl_per_dim": [kl],
+        "collapse_reasons": ["0/1 active units"] if collapsed else [],
+        "parameters": 10,
+        "epochs": 1,
+        "test_images": 10000,
+        "z_samples": 1,
+        "iw_samples": 1000,
+        "iw_images": 1000,
+        "eval_seed": 0,
+        "study_last_batch": {"images": 16, "total": total * 16, "recon": recon * 16, "kl": kl * 16},
+    }
     for path, obj in ((paths.metrics(run), metrics), (paths.details(run), details)):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(obj))
     paths.history(run).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"epoch": [1, 2], "train_total": train or [total + 12, total],
-                  "test_total": [total + 10, total]}).to_csv(paths.history(run), index=False)
+    pd.DataFrame(
+        {"epoch": [1, 2], "train_total": train or [total + 12, total], "test_total": [total + 10, total]}
+    ).to_csv(paths.history(run), index=False)
 
 
 def _runs(tmp_path, monkeypatch, values: dict[str, list[tuple]]) -> pd.DataFrame:
-    """values: cell -> one (total, recon, kl[, collapsed[, (train -ELBO of epochs 1, 2)]]) per seed."""
+    """values: cell -> one (total, recon, kl[, collapsed[, (train -ELBO of epochs 1, 2)[, null metrics]]]) per seed."""
     monkeypatch.chdir(tmp_path)
     run_list = []
     for cell, per_seed in values.items():
@@ -51,8 +83,12 @@ def test_a_cell_is_the_mean_sample_std_min_and_max_over_its_seeds(tmp_path, monk
 
 def _cells(rows: list[tuple]) -> pd.DataFrame:
     """rows: (family, z, mean, std, collapsed seeds) of one recipe."""
-    return pd.DataFrame([{"recipe": "r", "family": f, "z": z, "total": m, "total_std": s, "collapsed": c,
-                          "diverged": 0} for f, z, m, s, c in rows])
+    return pd.DataFrame(
+        [
+            {"recipe": "r", "family": f, "z": z, "total": m, "total_std": s, "collapsed": c, "diverged": 0}
+            for f, z, m, s, c in rows
+        ]
+    )
 
 
 def test_bold_only_where_the_best_mean_clears_the_noise():
@@ -65,8 +101,16 @@ def test_bold_only_where_the_best_mean_clears_the_noise():
 
 
 def test_collapsed_cells_are_never_marked_and_each_latent_size_is_ranked_alone():
-    cells = _cells([("a", 1, 205.0, 0.0, 3), ("b", 1, 160.0, 1.0, 0), ("c", 1, 150.0, 2.0, 1),
-                    ("d", 1, 170.0, 1.0, 0), ("a", 2, 140.0, 0.1, 0), ("b", 2, 139.0, 0.1, 0)])
+    cells = _cells(
+        [
+            ("a", 1, 205.0, 0.0, 3),
+            ("b", 1, 160.0, 1.0, 0),
+            ("c", 1, 150.0, 2.0, 1),
+            ("d", 1, 170.0, 1.0, 0),
+            ("a", 2, 140.0, 0.1, 0),
+            ("b", 2, 139.0, 0.1, 0),
+        ]
+    )
     assert report.rank(cells, "total", "max") == ["", "", "", "best", "best", ""]
     assert report.rank(cells, "total", "min") == ["", "best", "", "", "", "best"]
     # With one healthy cell left there is no contest.
@@ -79,20 +123,36 @@ def test_collapsed_cells_are_never_marked_and_each_latent_size_is_ranked_alone()
 def test_a_seed_whose_training_loss_blew_up_is_counted_as_diverged_and_its_cell_never_marked(tmp_path, monkeypatch):
     # The study's residual z=1 at lr 0.01: seed 0's training -ELBO went from 170 to 1.5e20 at epoch 22 and stayed;
     # seed 2's was 5.8e31 from the first epoch on. Both kept finite test figures.
-    runs, run_list = _runs(tmp_path, monkeypatch, {
-        "study-residual-1": [(239, 235, 4, False, (170.4, 1.46e20)), (175, 171, 4),
-                             (3e29, 307, 3e29, False, (5.8e31, 5.8e31))],
-        "study-conv-1": [(165, 161, 4), (166, 162, 4, False, (164.0, 300.0)), (164, 160, 4, False, (540.0, 164.0))],
-        "study-deep_mlp-1": [(176, 172, 4), (177, 173, 4), (178, 174, 4)]})
+    runs, run_list = _runs(
+        tmp_path,
+        monkeypatch,
+        {
+            "study-residual-1": [
+                (239, 235, 4, False, (170.4, 1.46e20)),
+                (175, 171, 4),
+                (3e29, 307, 3e29, False, (5.8e31, 5.8e31)),
+            ],
+            "study-conv-1": [(165, 161, 4), (166, 162, 4, False, (164.0, 300.0)), (164, 160, 4, False, (540.0, 164.0))],
+            "study-deep_mlp-1": [(176, 172, 4), (177, 173, 4), (178, 174, 4)],
+        },
+    )
     # Rising to 300 is no blow-up, nor is an untrained model's first epoch (543 nats for p = 0.5 everywhere).
     assert runs["diverged"].tolist() == [True, False, True] + [False] * 6
     cells = report.aggregate(runs)
     assert cells["diverged"].tolist() == [2, 0, 0] and cells["collapsed"].tolist() == [0, 0, 0]
     # Unflagged, the residual would be best by "max" and overlap both others by "min".
     assert report.rank(cells, "total", "max") == ["", "", "best"]
-    report.write_comparison(runs, report.load_curves(run_list), BEST, "mnist", json_path=tmp_path / "c.json",
-                            cells_dir=tmp_path / "cells", csv_path=tmp_path / "c.csv",
-                            curves_path=tmp_path / "curves.csv", md_path=tmp_path / "c.md", png_path=tmp_path / "c.png")
+    report.write_comparison(
+        runs,
+        report.load_curves(run_list),
+        "mnist",
+        json_path=tmp_path / "c.json",
+        cells_dir=tmp_path / "cells",
+        csv_path=tmp_path / "c.csv",
+        curves_path=tmp_path / "curves.csv",
+        md_path=tmp_path / "c.md",
+        png_path=tmp_path / "c.png",
+    )
     md = re.sub(r" +", " ", (tmp_path / "c.md").read_text())
     assert "⚠ 2/3: seed 0, training −ELBO 1.46e+20 in the last epoch, 170.4 at best |" in md
     assert "| residual | 1 | 1e+29 ± 1.73e+29 |" in md  # not 30 digits
@@ -109,14 +169,83 @@ def test_a_seed_whose_training_loss_blew_up_is_counted_as_diverged_and_its_cell_
     assert curves["test_total"].max() < 1e3 and set(curves["run"]) == {label, "study-conv-1", "study-deep_mlp-1"}
 
 
+def test_a_seed_that_stopped_at_a_nan_loss_is_counted_as_diverged_and_its_null_figures_left_out(tmp_path, monkeypatch):
+    # What the train and evaluate stages record for a run whose loss became NaN in epoch 2: a history ending
+    # with that epoch (its training loss nan), and the figures of epoch 1's model, the non-finite ones null.
+    runs, run_list = _runs(
+        tmp_path,
+        monkeypatch,
+        {
+            "study-residual-1": [(900, 700, 200, False, (300.0, math.nan), ("iw_bound", "elbo_gap")), (175, 171, 4)],
+            "study-conv-1": [(165, 161, 4), (166, 162, 4)],
+        },
+    )
+    assert runs["diverged"].tolist() == [True, False, False, False]
+    assert runs["divergence"][0] == "loss not finite in epoch 2: training stopped there, figures of epoch 1's model"
+    report.write_comparison(
+        runs,
+        report.load_curves(run_list),
+        "mnist",
+        json_path=tmp_path / "c.json",
+        cells_dir=tmp_path / "cells",
+        csv_path=tmp_path / "c.csv",
+        curves_path=tmp_path / "curves.csv",
+        md_path=tmp_path / "c.md",
+        png_path=tmp_path / "c.png",
+    )
+    residual = json.loads((tmp_path / "c.json").read_text())["study"]["residual-1"]
+    assert residual["diverged"] == 1 and residual["iw_bound"]["per_seed"] == {"0": None, "1": 170}
+    assert residual["total"]["per_seed"] == {"0": 900, "1": 175}
+    md = re.sub(r" +", " ", (tmp_path / "c.md").read_text())
+    assert "| ⚠ 1/2: seed 0, loss not finite in epoch 2: training stopped there, figures of epoch 1's model |" in md
+    assert "the loss became NaN or infinite (training stopped there" in md
+    assert json.loads((tmp_path / "cells" / "study-residual-1.json").read_text())["diverged"] == 1
+
+
+def test_only_columns_with_a_direction_are_ranked_and_the_legend_says_why_kl_is_not(tmp_path, monkeypatch):
+    # conv has the lowest KL and -ELBO by far, deep_mlp the highest KL: only -ELBO is bold, no KL ever is.
+    runs, _ = _runs(
+        tmp_path,
+        monkeypatch,
+        {"study-conv-2": [(140, 136, 4), (141, 137, 4)], "study-deep_mlp-2": [(150, 130, 20), (151, 131, 20)]},
+    )
+    md = re.sub(r" +", " ", report.markdown(runs, report.aggregate(runs), "mnist"))
+    assert "| conv | 2 | **140.50 ± 0.71** | 136.50 ± 0.71 | 4.00 ± 0.00 |" in md
+    assert "| deep_mlp | 2 | 150.50 ± 0.71 | **130.50 ± 0.71** | 20.00 ± 0.00 |" in md
+    assert "Never bold: KL, as a lower KL is not a better model, only another point on the rate–distortion " in md
+    assert (
+        "Ranked: lower is better for −ELBO, reconstruction, −ELBO (IW subset), IW bound, ELBO gap; higher for MI." in md
+    )
+    assert "MI: I_q(x; z)" in md and "at most log N = 9.21 nats" in md and "the gap is of the IW subset" in md
+    # Every column without a direction is explained, and the table has them all, in the table's order.
+    assert set(report.NOT_RANKED) == {c for c, m in METRICS.items() if m.better is None}
+    header = next(line for line in md.splitlines() if line.startswith("| family"))
+    assert [h.strip() for h in header.split("|")[3 : 3 + len(METRICS)]] == [m.header for m in METRICS.values()]
+
+
 def test_the_comparison_files_from_runs_named_in_params(tmp_path, monkeypatch):
-    runs, run_list = _runs(tmp_path, monkeypatch, {
-        "study-conv-1": [(150, 140, 10), (151, 141, 10)], "study-conv-2": [(139, 130, 9), (141, 131, 10)],
-        "study-deep_mlp-1": [(170, 170, 0, True), (160, 155, 5)], "study-deep_mlp-2": [(145, 138, 7), (146, 138, 8)]})
+    runs, run_list = _runs(
+        tmp_path,
+        monkeypatch,
+        {
+            "study-conv-1": [(150, 140, 10), (151, 141, 10)],
+            "study-conv-2": [(139, 130, 9), (141, 131, 10)],
+            "study-deep_mlp-1": [(170, 170, 0, True), (160, 155, 5)],
+            "study-deep_mlp-2": [(145, 138, 7), (146, 138, 8)],
+        },
+    )
     _write_run("study-stale-9-0", 1, 1, 0)  # a run no longer in params: ignored
-    report.write_comparison(runs, report.load_curves(run_list), BEST, "mnist", json_path=tmp_path / "c.json",
-                            cells_dir=tmp_path / "cells", csv_path=tmp_path / "c.csv",
-                            curves_path=tmp_path / "curves.csv", md_path=tmp_path / "c.md", png_path=tmp_path / "c.png")
+    report.write_comparison(
+        runs,
+        report.load_curves(run_list),
+        "mnist",
+        json_path=tmp_path / "c.json",
+        cells_dir=tmp_path / "cells",
+        csv_path=tmp_path / "c.csv",
+        curves_path=tmp_path / "curves.csv",
+        md_path=tmp_path / "c.md",
+        png_path=tmp_path / "c.png",
+    )
     comparison = json.loads((tmp_path / "c.json").read_text())
     assert list(comparison["study"]) == ["conv-1", "conv-2", "deep_mlp-1", "deep_mlp-2"]
     total = comparison["study"]["conv-2"]["total"]
@@ -133,8 +262,12 @@ def test_the_comparison_files_from_runs_named_in_params(tmp_path, monkeypatch):
     assert "⚠ 1/2: seed 0, 0/1 active units" in md and "side by side" not in md
     # Next to the study's single run: each seed's sum over the last 16 images, not a mean that would hide a collapse.
     assert "| conv | 2 | 2252.0 | 2136.1 | 115.9 | 2224.0 / 2256.0 | 2080.0 / 2096.0 | 144.0 / 160.0 |" in md
-    assert pd.read_csv(tmp_path / "c.csv")["run"].tolist() == ["study-conv-1", "study-conv-2", "study-deep_mlp-1",
-                                                              "study-deep_mlp-2"]
+    assert pd.read_csv(tmp_path / "c.csv")["run"].tolist() == [
+        "study-conv-1",
+        "study-conv-2",
+        "study-deep_mlp-1",
+        "study-deep_mlp-2",
+    ]
     curves = pd.read_csv(tmp_path / "curves.csv")
     assert curves[curves["run"] == "study-conv-2"]["test_total"].tolist() == [150.0, 140.0]  # mean over seeds
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
@@ -142,9 +275,9 @@ def test_the_comparison_files_from_runs_named_in_params(tmp_path, monkeypatch):
 
 def test_two_recipes_side_by_side_and_no_study_table_beside_another_data_set(tmp_path, monkeypatch):
     runs, _ = _runs(tmp_path, monkeypatch, {"study-conv-2": [(150, 140, 10)], "tuned-conv-2": [(140, 131, 9)]})
-    md = re.sub(r" +", " ", report.markdown(runs, report.aggregate(runs), {"total": "min"}, "mnist"))
+    md = re.sub(r" +", " ", report.markdown(runs, report.aggregate(runs), "mnist"))
     assert "| conv | 2 | 150.00 | 140.00 | -10.00 |" in md and "Next to the study's table" in md
-    fashion = report.markdown(runs, report.aggregate(runs), {"total": "min"}, "fashion_mnist")
+    fashion = report.markdown(runs, report.aggregate(runs), "fashion_mnist")
     assert fashion.startswith("# VAE comparison on Fashion-MNIST") and "study's table" not in fashion
 
 

@@ -1,5 +1,6 @@
 """Kill a training stage for real mid-run: `dvc repro` resumes only when nothing but the interruption
 differs, and the result matches an uninterrupted run; after a change of code or params it starts over."""
+
 import os
 import shutil
 import signal
@@ -17,12 +18,28 @@ RUN = "tuned-deep_mlp-2-0"  # warm-up and the lr schedule must resume too
 def interrupted(tmp_path_factory, data_mirror):
     """A project whose train@RUN was killed after its first epoch checkpoint; returns (proj, env, a copy of it)."""
     proj = tmp_path_factory.mktemp("resume")
-    env = make_project(proj, data_mirror, {"recipes": ["tuned"], "families": ["deep_mlp"], "latent_dims": [2], "seeds": [0],
-                                           "train.epochs": 4, "data.train_subset": 12000})
+    env = make_project(
+        proj,
+        data_mirror,
+        {
+            "recipes": ["tuned"],
+            "families": ["deep_mlp"],
+            "latent_dims": [2],
+            "seeds": [0],
+            "train.epochs": 4,
+            "data.train_subset": 12000,
+        },
+    )
     sh(DVC, "repro", "download", cwd=proj, env=env)
     ckpt = proj / "checkpoints" / f"{RUN}.pt"
-    proc = subprocess.Popen([DVC, "repro", f"train@{RUN}"], cwd=proj, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [DVC, "repro", f"train@{RUN}"],
+        cwd=proj,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while not ckpt.exists():
         assert proc.poll() is None, "training ended before its first epoch checkpoint"
@@ -60,8 +77,9 @@ def test_a_code_change_retrains_instead_of_resuming(interrupted):
     code = losses.read_text()
     _, unchanged_model, _ = _retrain(proj, env, saved, f"train@{RUN}")
     # A real change to the loss: the old checkpoint must not stand in for the new code.
-    losses.write_text(code + "\n_bce = reconstruction_nll\n\n\ndef reconstruction_nll(logits, x):\n"
-                             "    return 1.5 * _bce(logits, x)\n")
+    losses.write_text(
+        code + "\n_bce = reconstruction_nll\n\n\ndef reconstruction_nll(logits, x):\n    return 1.5 * _bce(logits, x)\n"
+    )
     try:
         out, changed_model, history = _retrain(proj, env, saved, f"train@{RUN}")
     finally:

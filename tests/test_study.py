@@ -1,5 +1,6 @@
 """The study on Dask, for real at smoke size: workers compute, DVC's run-cache and a remote bring the
 results home, and faults (a killed worker, Ctrl-C, SIGTERM, a second study) lose nothing."""
+
 import fcntl
 import os
 import signal
@@ -125,8 +126,14 @@ def killed_worker_pid(tmp: Path, timeout: float = 300) -> int:
 
 def test_a_worker_killed_mid_run_is_retried_and_the_study_completes(tmp_path, data_mirror, serial):
     proj, env = new_project(tmp_path, data_mirror)
-    proc = subprocess.Popen([sys.executable, "tools/study.py", "--workers", "2"], cwd=proj, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "tools/study.py", "--workers", "2"],
+        cwd=proj,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     os.kill(killed_worker_pid(tmp_path), signal.SIGKILL)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-4000:]
@@ -142,15 +149,23 @@ def wait_for_line(proc: subprocess.Popen, text: str, lines: list[str]) -> None:
     raise AssertionError(f"{text!r} never printed:\n{''.join(lines)[-3000:]}")
 
 
-@pytest.mark.parametrize("sig, moment", [
-    (signal.SIGTERM, "done on"),               # while a worker computes the other run
-    (signal.SIGINT, "is cached - skipping"),   # while the coordinator restores runs and writes dvc.lock
-])
-def test_a_signal_stops_everything_and_the_same_command_finishes_the_study(tmp_path, data_mirror, serial,
-                                                                           sig, moment):
+@pytest.mark.parametrize(
+    "sig, moment",
+    [
+        (signal.SIGTERM, "done on"),  # while a worker computes the other run
+        (signal.SIGINT, "is cached - skipping"),  # while the coordinator restores runs and writes dvc.lock
+    ],
+)
+def test_a_signal_stops_everything_and_the_same_command_finishes_the_study(tmp_path, data_mirror, serial, sig, moment):
     proj, env = new_project(tmp_path, data_mirror)
-    proc = subprocess.Popen([sys.executable, "tools/study.py", "--workers", "2"], cwd=proj, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "tools/study.py", "--workers", "2"],
+        cwd=proj,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     wait_for_line(proc, moment, lines)
     proc.send_signal(sig)
@@ -167,6 +182,7 @@ def test_a_signal_stops_everything_and_the_same_command_finishes_the_study(tmp_p
 def test_a_signal_during_the_lock_write_leaves_the_previous_lock(tmp_path, monkeypatch):
     """The moment Ctrl-C emptied dvc.lock, made reproducible: the write is interrupted half-way."""
     from dvc.utils.serialize import _yaml
+
     lock = tmp_path / "dvc.lock"
     lock.write_text("schema: '2.0'\nstages:\n  a:\n    cmd: x\n")
     before = lock.read_text()
@@ -194,7 +210,8 @@ def test_a_second_study_command_names_the_one_that_holds_the_checkout(tmp_path, 
         r = run_study(proj, env)
     assert r.returncode == 1 and r.stderr.strip() == (
         "study: another study command (pid 4242) is running in this checkout; wait for it, "
-        "or stop it with `kill -INT 4242` (it stops cleanly)")
+        "or stop it with `kill -INT 4242` (it stops cleanly)"
+    )
 
 
 def test_workers_on_other_machines_are_refused_the_local_default_remote(tmp_path, data_mirror):
@@ -207,8 +224,12 @@ def test_the_embedded_cluster_listens_on_loopback_only():
     client, cluster = study.connect(Namespace(scheduler=None, workers=2, dashboard=True, gpus_per_run=0))
     try:
         procs = [psutil.Process(), *psutil.Process().children(recursive=True)]
-        listening = {(c.laddr.ip, c.laddr.port) for p in procs for c in p.net_connections("inet")
-                     if c.status == psutil.CONN_LISTEN}
+        listening = {
+            (c.laddr.ip, c.laddr.port)
+            for p in procs
+            for c in p.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN
+        }
         assert len(listening) >= 4  # the scheduler, its dashboard, each worker and nanny
         assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1"}, listening
     finally:
@@ -218,15 +239,22 @@ def test_the_embedded_cluster_listens_on_loopback_only():
 
 def test_a_returning_experiment_trains_nothing(tmp_path, data_mirror):
     """DVC's run-cache on the train stage: params A, then B, then A again restores A's outputs."""
-    proj, env = new_project(tmp_path, data_mirror, {**SMOKE, "recipes": ["study"], "families": ["simple_mlp"],
-                                                    "latent_dims": [2], "seeds": [0]})
+    proj, env = new_project(
+        tmp_path,
+        data_mirror,
+        {**SMOKE, "recipes": ["study"], "families": ["simple_mlp"], "latent_dims": [2], "seeds": [0]},
+    )
     sh(DVC, "repro", "download", cwd=proj, env=env)
     commit(proj, "base")
     run = "study-simple_mlp-2-0"
 
     def experiment(lr):
         out = sh(DVC, "exp", "run", "-S", f"train.lr={lr}", cwd=proj, env=env)
-        return out, (proj / "models" / f"{run}.pt").read_bytes(), (proj / "metrics" / "history" / f"{run}.csv").read_text()
+        return (
+            out,
+            (proj / "models" / f"{run}.pt").read_bytes(),
+            (proj / "metrics" / "history" / f"{run}.csv").read_text(),
+        )
 
     _, model_a, history_a = experiment(0.005)
     _, model_b, _ = experiment(0.002)
@@ -241,8 +269,16 @@ def test_a_returning_experiment_trains_nothing(tmp_path, data_mirror):
 def test_a_run_that_fails_twice_is_named_with_its_log_and_the_others_finish(tmp_path, data_mirror):
     # MPS never exists on Linux: the simple MLP's run fails on whatever worker takes it (the
     # coordinator's check leaves devices to the workers), the deep MLP's run does not.
-    proj, env = new_project(tmp_path, data_mirror, {**PARAMS, "families": ["simple_mlp", "deep_mlp"], "seeds": [0],
-                                                     "recipe.tuned.families.simple_mlp.device": "mps"})
+    proj, env = new_project(
+        tmp_path,
+        data_mirror,
+        {
+            **PARAMS,
+            "families": ["simple_mlp", "deep_mlp"],
+            "seeds": [0],
+            "recipe.tuned.families.simple_mlp.device": "mps",
+        },
+    )
     r = run_study(proj, env)
     assert r.returncode == 1
     assert "study: failed twice, see logs/study/RUN.log: tuned-simple_mlp-2-0" in r.stdout

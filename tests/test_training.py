@@ -1,16 +1,47 @@
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
+from vae import training
 from vae.checkpoints import CheckpointError, load_model, save_model
-from vae.evaluation import evaluate
+from vae.losses import evaluate
 from vae.models import build_model
-from vae.training import (HISTORY_COLUMNS, DeviceError, TrainingDiverged, batches, epoch_generator, kl_weight,
-                          lr_schedule, resolve_device, train, write_history)
+from vae.training import (
+    HISTORY_COLUMNS,
+    DeviceError,
+    batches,
+    blew_up,
+    epoch_generator,
+    kl_weight,
+    lr_schedule,
+    resolve_device,
+    train,
+    write_history,
+)
 
-SETTINGS = {"optimizer": "adam", "lr": 1e-3, "lr_schedule": "constant", "kl_warmup_epochs": 0, "free_bits": 0.0,
-            "epochs": 2, "batch_size": 32, "seed": 0, "grad_clip": None, "logvar_clamp": None, "precision": "fp32",
-            "channels_last": True, "device": "cpu"}
+SETTINGS = {
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "lr_schedule": "constant",
+    "kl_warmup_epochs": 0,
+    "free_bits": 0.0,
+    "epochs": 2,
+    "batch_size": 32,
+    "seed": 0,
+    "grad_clip": None,
+    "logvar_clamp": None,
+    "precision": "fp32",
+    "channels_last": True,
+    "device": "cpu",
+}
 CFG = {"hidden": 16}
 RUN = "simple_mlp-2"
 
@@ -22,8 +53,20 @@ def data(n=200, seed=0):
 
 def run(tmp_path, settings=SETTINGS, fingerprint="fp", name="ckpt.pt", x=None):
     x = data() if x is None else x
-    return train(RUN, "simple_mlp", 2, CFG, settings, x, data(50, 1), checkpoint=tmp_path / name,
-                 log_dir=tmp_path / "logs", eval_seed=1, eval_batch_size=25, fingerprint=fingerprint)
+    return train(
+        RUN,
+        "simple_mlp",
+        2,
+        CFG,
+        settings,
+        x,
+        data(50, 1),
+        checkpoint=tmp_path / name,
+        log_dir=tmp_path / "logs",
+        eval_seed=1,
+        eval_batch_size=25,
+        fingerprint=fingerprint,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +121,8 @@ def test_checkpoint_of_other_settings_is_set_aside_and_training_starts_over(tmp_
     capsys.readouterr()
     _, history = run(tmp_path, fingerprint="new")
     assert not_progress(capsys.readouterr().out) == [
-        f"{RUN}: starting from scratch: {tmp_path / 'ckpt.pt'} was written by other code, params or data"]
+        f"{RUN}: starting from scratch: {tmp_path / 'ckpt.pt'} was written by other code, params or data"
+    ]
     assert history == fresh[1]
 
 
@@ -93,11 +137,58 @@ def test_truncated_checkpoint_is_set_aside_with_one_line(tmp_path, capsys, fresh
     assert history == fresh[1]
 
 
-def test_nan_loss_stops_with_run_epoch_step_and_fix(tmp_path):
+def same_weights(a, b) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_a_nan_loss_ends_the_run_as_a_result_with_its_initial_weights(tmp_path, capsys):
     x = data()
     x[70] = float("nan")
-    with pytest.raises(TrainingDiverged, match=r"simple_mlp-2: loss is nan at epoch 1, step \d+; try a lower lr"):
-        run(tmp_path, x=x)
+    model, history = run(tmp_path, x=x)
+    out = capsys.readouterr().out
+    assert re.search(r"simple_mlp-2: loss is nan at epoch 1, step \d+\n", out)
+    assert (
+        "simple_mlp-2: DIVERGED in epoch 1 (train -ELBO nan, test nan): training stops, keeping the initial "
+        "weights; try a lower lr (now 0.001)" in out
+    )
+    assert len(history) == 1 and blew_up(history) and math.isnan(history[0]["test_total"])
+    torch.manual_seed(SETTINGS["seed"])
+    assert same_weights(model, build_model("simple_mlp", 2, CFG))
+
+
+@pytest.mark.parametrize("where", ["mid-epoch", "after the epoch"])
+def test_a_run_that_blows_up_keeps_the_model_of_its_last_finite_epoch(tmp_path, monkeypatch, capsys, where):
+    one, one_history = run(tmp_path, {**SETTINGS, "epochs": 1}, name="one.pt")
+    calls = []
+    if where == "mid-epoch":  # the loss of the 4th step of epoch 2 (7 steps an epoch) is NaN
+        objective = training.training_objective
+
+        def nan_at_step_11(*args):
+            calls.append(1)
+            return objective(*args) * (math.nan if len(calls) == 11 else 1.0)
+
+        monkeypatch.setattr(training, "training_objective", nan_at_step_11)
+    else:  # epoch 2 trains with finite losses, but its test KL is infinite
+        evaluate_ = training.evaluate
+
+        def infinite_kl_in_epoch_2(*args):
+            calls.append(1)
+            return {**evaluate_(*args), **({"kl": math.inf} if len(calls) == 2 else {})}
+
+        monkeypatch.setattr(training, "evaluate", infinite_kl_in_epoch_2)
+    capsys.readouterr()
+    model, history = run(tmp_path, {**SETTINGS, "epochs": 4}, name="blown.pt")
+    assert "DIVERGED in epoch 2" in capsys.readouterr().out and len(calls) == (11 if where == "mid-epoch" else 2)
+    assert len(history) == 2 and history[0] == one_history[0] and blew_up(history) and not blew_up(history[:1])
+    assert same_weights(model, one)
+    # The history says what happened: non-finite figures are written as nan and inf, and read back so.
+    write_history(tmp_path / "h.csv", history)
+    last = pd.read_csv(tmp_path / "h.csv").iloc[-1]
+    assert last["epoch"] == 2 and (
+        math.isnan(last["train_total"])
+        if where == "mid-epoch"
+        else math.isinf(last["test_kl"]) and math.isfinite(last["train_total"])
+    )
 
 
 def test_reloaded_model_gives_the_trained_models_numbers_and_refuses_another_run(tmp_path):
@@ -173,8 +264,13 @@ def test_remedies_are_logged_per_epoch_and_test_loss_is_the_plain_negative_elbo(
     # The final model on the test set, with the noise evaluate() draws from eval_seed.
     x, g = data(50, 1), torch.Generator().manual_seed(1)
     with torch.no_grad():
-        expected = torch.cat([independent_negative_elbo(model, xb, torch.randn(len(xb), 2, generator=g))
-                              for xb in x.split(25)]).mean().item()
+        expected = (
+            torch.cat(
+                [independent_negative_elbo(model, xb, torch.randn(len(xb), 2, generator=g)) for xb in x.split(25)]
+            )
+            .mean()
+            .item()
+        )
     assert history[-1]["test_total"] == pytest.approx(expected, rel=1e-5)
 
 
@@ -185,6 +281,27 @@ def test_train_loss_is_the_plain_negative_elbo_not_the_objective(tmp_path):
     model, history = run(tmp_path, {**TUNED, "free_bits": 5.0, "lr": 0.0, "epochs": 1})
     x, g = data(), epoch_generator(SETTINGS["seed"], 1)
     with torch.no_grad():
-        expected = sum(independent_negative_elbo(model, x[idx], torch.randn(len(idx), 2, generator=g)).sum()
-                       for idx in batches(len(x), SETTINGS["batch_size"], g)).item() / len(x)
+        expected = sum(
+            independent_negative_elbo(model, x[idx], torch.randn(len(idx), 2, generator=g)).sum()
+            for idx in batches(len(x), SETTINGS["batch_size"], g)
+        ).item() / len(x)
     assert history[0]["train_total"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_train_stage_does_not_run_the_evaluation_code():
+    """The per-epoch test loss lives in vae/losses.py: a fix to the IW bound or the MI estimator in
+    vae/evaluation.py must not retrain every model. The modules a stage has imported are the code
+    its resume fingerprint hashes and its dvc.yaml deps list."""
+    root = Path(__file__).resolve().parents[1]
+    code = "import stages.train; from stages.common import code_fingerprint; print(*code_fingerprint())"
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported = r.stdout.split()
+    assert "vae/training.py" in imported and "vae/losses.py" in imported
+    assert "vae/evaluation.py" not in imported

@@ -8,6 +8,7 @@ the new one, never half of one:
 
     python tools/atomic_dvc.py repro ...     # same arguments as `dvc`
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -27,8 +28,9 @@ def atomic_dump_data(path, data, dumper, fs=None, **dumper_args):
             fd.write(buf.getvalue())
         return
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".{os.path.basename(path)}.",
-                               suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=os.path.dirname(os.path.abspath(path)), prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(buf.getvalue())
@@ -47,6 +49,7 @@ def atomic_dump_data(path, data, dumper, fs=None, **dumper_args):
 def patch() -> None:
     # Each serializer module bound `_dump_data` at import: replace every binding.
     from dvc.utils.serialize import _common, _json, _py, _toml, _yaml
+
     for module in (_common, _json, _py, _toml, _yaml):
         if hasattr(module, "_dump_data"):
             module._dump_data = atomic_dump_data
@@ -67,4 +70,5 @@ if __name__ == "__main__":
         die_with_parent(int(os.environ["VAE_STUDY_PARENT"]))
     patch()
     from dvc.cli import main
+
     sys.exit(main(sys.argv[1:]))

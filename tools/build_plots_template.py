@@ -11,6 +11,7 @@ path to the libraries would not resolve. The template is generated (git-ignored)
 the lockfile is the single source of the code, and no minified copy of it lives in git.
 `--check` exits 1 when the template is missing or not what the installed packages give.
 """
+
 import json
 import sys
 from pathlib import Path

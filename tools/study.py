@@ -22,6 +22,7 @@ The embedded cluster listens on 127.0.0.1 only, with no dashboard unless `--dash
 Ctrl-C or SIGTERM stops every run, waits for every DVC process to exit and leaves
 dvc.lock whole; the same command again redoes only what is not in the run-cache.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vae.config import ParamsError, cell_name, load_params, run_name, runs  # noqa: E402
+from vae.config import ParamsError, load_params, run_name, runs  # noqa: E402
 
 # Minutes per 50-epoch run at one thread on the 2-core development machine (README, Speed);
 # only the order matters: the longest runs start first so no worker is left with one at the end.
@@ -65,6 +66,7 @@ def say(msg: str) -> None:
 
 # --- one DVC command, stoppable, never outliving us ------------------------------
 
+
 def dvc(args: list[str], cwd: Path, env: dict, log: Path | None = None, stop=lambda: False) -> int:
     """Run `dvc ARGS` (with atomic lock writes) in its own process group and wait for it.
 
@@ -73,15 +75,16 @@ def dvc(args: list[str], cwd: Path, env: dict, log: Path | None = None, stop=lam
     `stop()` is polled once a second (a worker's way of hearing the coordinator)."""
     cmd = [sys.executable, str(cwd / "tools" / "atomic_dvc.py"), *args]
     out = log.open("a") if log else None
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True
+    )
     try:
         while True:
             try:
                 return proc.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 if stop():
-                    raise Interrupted("stop requested")
+                    raise Interrupted("stop requested") from None
     except BaseException:
         _end_group(proc)
         raise
@@ -107,15 +110,23 @@ def _end_group(proc: subprocess.Popen, grace: float = 60) -> None:
 def stage_env(threads: int) -> dict:
     # Stages call `python`: make it this interpreter, so the study runs from an unactivated venv too.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return {**os.environ, "PATH": path, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-            "PYTHONUNBUFFERED": "1", "VAE_STUDY_PARENT": str(os.getpid())}
+    return {
+        **os.environ,
+        "PATH": path,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "PYTHONUNBUFFERED": "1",
+        "VAE_STUDY_PARENT": str(os.getpid()),
+    }
 
 
 # --- the worker's side: one task per run ------------------------------------------
 
+
 def workspace(snapshot: dict, bundle: bytes, scratch: Path) -> Path:
     """This worker's checkout of the coordinator's snapshot, made once and reused by its later tasks."""
     from distributed import get_worker
+
     # One workspace per worker process: a worker restarted after a crash gets a new one.
     name = re.sub(r"\W", "_", str(get_worker().id))
     ws = scratch / f"{snapshot['commit'][:12]}-{name}"
@@ -124,14 +135,18 @@ def workspace(snapshot: dict, bundle: bytes, scratch: Path) -> Path:
     shutil.rmtree(ws, ignore_errors=True)
     ws.mkdir(parents=True)
     (ws.parent / f"{ws.name}.bundle").write_bytes(bundle)
-    for cmd in (["init", "-q"], ["fetch", "-q", str(ws.parent / f"{ws.name}.bundle"), SNAPSHOT_REF],
-                ["checkout", "-q", "--detach", snapshot["commit"]]):
+    for cmd in (
+        ["init", "-q"],
+        ["fetch", "-q", str(ws.parent / f"{ws.name}.bundle"), SNAPSHOT_REF],
+        ["checkout", "-q", "--detach", snapshot["commit"]],
+    ):
         subprocess.run(["git", *cmd], cwd=ws, check=True, capture_output=True)
     (ws.parent / f"{ws.name}.bundle").unlink()
     # Same machine or a shared file system: use the coordinator's cache, so nothing is copied twice.
     cache = snapshot["cache"] if os.access(snapshot["cache"], os.W_OK) else None
-    config = (f"[cache]\n    dir = {cache}\n" if cache else "") + \
-        f"[core]\n    remote = study\n['remote \"study\"']\n    url = {snapshot['remote']}\n"
+    config = (
+        f"[cache]\n    dir = {cache}\n" if cache else ""
+    ) + f"[core]\n    remote = study\n['remote \"study\"']\n    url = {snapshot['remote']}\n"
     (ws / ".dvc" / "config.local").write_text(config)  # written last: it marks the workspace complete
     return ws
 
@@ -139,6 +154,7 @@ def workspace(snapshot: dict, bundle: bytes, scratch: Path) -> Path:
 def run_task(run: str, stages: list[str], snapshot: dict, bundle: bytes, threads: int) -> dict:
     """Compute one run in this worker's workspace and push it to the remote's run-cache."""
     from distributed import Event
+
     stop_event = Event(STOP_EVENT)
     scratch = Path(os.environ.get("VAE_STUDY_SCRATCH") or Path(tempfile.gettempdir()) / "vae-study")
     t0 = time.monotonic()
@@ -148,16 +164,25 @@ def run_task(run: str, stages: list[str], snapshot: dict, bundle: bytes, threads
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(f"# {run} on {socket.gethostname()}\n")
     env = stage_env(threads)
-    steps = (("pull", ["repro", "--pull", "check", "download"]), ("compute", ["repro", "--pull", "-s", *stages]),
-             ("push", ["push", "--run-cache", *stages]))
+    steps = (
+        ("pull", ["repro", "--pull", "check", "download"]),
+        ("compute", ["repro", "--pull", "-s", *stages]),
+        ("push", ["push", "--run-cache", *stages]),
+    )
     for step, args in steps:
         start = time.monotonic()
         if dvc(args, ws, env, log, stop=stop_event.is_set):
-            raise RuntimeError(f"{run}: `dvc {' '.join(args)}` failed on {socket.gethostname()}:\n"
-                               + log.read_text()[-3000:])
+            raise RuntimeError(
+                f"{run}: `dvc {' '.join(args)}` failed on {socket.gethostname()}:\n" + log.read_text()[-3000:]
+            )
         seconds[step] = time.monotonic() - start
-    return {"run": run, "host": socket.gethostname(), "seconds": seconds, "log": log.read_text(),
-            "tensorboard": pack(ws / "logs" / run)}
+    return {
+        "run": run,
+        "host": socket.gethostname(),
+        "seconds": seconds,
+        "log": log.read_text(),
+        "tensorboard": pack(ws / "logs" / run),
+    }
 
 
 def pack(folder: Path) -> bytes:
@@ -179,11 +204,15 @@ def unpack(blob: bytes, folder: Path) -> None:
 
 # --- the coordinator's side --------------------------------------------------------
 
+
 def plan(params: dict, only: str | None = None) -> list[tuple[str, list[str]]]:
     """(run, the stages a worker computes for it), longest first."""
     order = sorted(runs(params), key=lambda r: -COST.get(r[1], 0))
-    return [(run_name(*r), [f"train@{run_name(*r)}", f"evaluate@{run_name(*r)}"]) for r in order
-            if not only or re.search(only, run_name(*r))]
+    return [
+        (run_name(*r), [f"train@{run_name(*r)}", f"evaluate@{run_name(*r)}"])
+        for r in order
+        if not only or re.search(only, run_name(*r))
+    ]
 
 
 def minutes(run: str, params: dict) -> float:
@@ -202,8 +231,10 @@ def hold_study_lock() -> object:
     except BlockingIOError:
         f.seek(0)
         holder = f.read().strip() or "?"
-        sys.exit(f"study: another study command (pid {holder}) is running in this checkout; wait for it, "
-                 f"or stop it with `kill -INT {holder}` (it stops cleanly)")
+        sys.exit(
+            f"study: another study command (pid {holder}) is running in this checkout; wait for it, "
+            f"or stop it with `kill -INT {holder}` (it stops cleanly)"
+        )
     f.seek(0)
     f.truncate()
     f.write(str(os.getpid()))
@@ -220,10 +251,16 @@ def remote_url(name: str | None) -> str:
     name = name or dvc_text("config", "core.remote").strip()
     if not name:
         DEFAULT_REMOTE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "-f", "study-local",
-                        str(DEFAULT_REMOTE)], cwd=ROOT, check=True, capture_output=True)
-        say(f"no DVC remote configured: results go to {DEFAULT_REMOTE} (.dvc/config.local, remote "
-            "'study-local'); add your own with `dvc remote add -d NAME URL`")
+        subprocess.run(
+            [sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "-f", "study-local", str(DEFAULT_REMOTE)],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        say(
+            f"no DVC remote configured: results go to {DEFAULT_REMOTE} (.dvc/config.local, remote "
+            "'study-local'); add your own with `dvc remote add -d NAME URL`"
+        )
         return str(DEFAULT_REMOTE)
     url = dvc_text("config", f"remote.{name}.url").strip()
     if not url:
@@ -239,13 +276,20 @@ def make_snapshot(remote: str) -> tuple[dict, bytes]:
     as one root commit in a git bundle."""
     with tempfile.TemporaryDirectory() as tmp:
         # A scratch index leaves the user's alone; a fixed author works where git has none configured.
-        env = {**os.environ, "GIT_INDEX_FILE": f"{tmp}/index", "GIT_AUTHOR_NAME": "vae study",
-               "GIT_AUTHOR_EMAIL": "study@localhost", "GIT_COMMITTER_NAME": "vae study",
-               "GIT_COMMITTER_EMAIL": "study@localhost"}
+        env = {
+            **os.environ,
+            "GIT_INDEX_FILE": f"{tmp}/index",
+            "GIT_AUTHOR_NAME": "vae study",
+            "GIT_AUTHOR_EMAIL": "study@localhost",
+            "GIT_COMMITTER_NAME": "vae study",
+            "GIT_COMMITTER_EMAIL": "study@localhost",
+        }
 
         def git(*args):
-            return subprocess.run(["git", *args], cwd=ROOT, env=env, check=True, capture_output=True,
-                                  text=True).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+            ).stdout.strip()
+
         git("add", "-A")
         commit = git("commit-tree", git("write-tree"), "-m", "vae study snapshot")
         git("update-ref", SNAPSHOT_REF, commit)
@@ -257,8 +301,13 @@ def make_snapshot(remote: str) -> tuple[dict, bytes]:
 
 def to_compute(todo: list[tuple[str, list[str]]], env: dict) -> list[tuple[str, list[str]]]:
     """The runs whose stages are not up to date here (DVC's own status)."""
-    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", *[s for _, st in todo for s in st]],
-                            cwd=ROOT, env=env, capture_output=True, text=True)
+    status = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json", *[s for _, st in todo for s in st]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     try:
         changed = json.loads(status.stdout or "{}")
     except json.JSONDecodeError:
@@ -269,16 +318,26 @@ def to_compute(todo: list[tuple[str, list[str]]], env: dict) -> list[tuple[str, 
 def connect(args):
     from distributed import Client, LocalCluster
     from distributed.security import Security
+
     if args.scheduler:
         security = None
         if args.tls_ca_file:
-            security = Security(tls_ca_file=args.tls_ca_file, tls_client_cert=args.tls_cert,
-                                tls_client_key=args.tls_key, require_encryption=True)
+            security = Security(
+                tls_ca_file=args.tls_ca_file,
+                tls_client_cert=args.tls_cert,
+                tls_client_key=args.tls_key,
+                require_encryption=True,
+            )
         return Client(args.scheduler, security=security), None
     # Loopback only: a Dask scheduler runs whatever code it is sent.
-    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:8787" if args.dashboard else None,
-                           resources={"GPU": 1} if args.gpus_per_run else None)
+    cluster = LocalCluster(
+        n_workers=args.workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:8787" if args.dashboard else None,
+        resources={"GPU": 1} if args.gpus_per_run else None,
+    )
     return Client(cluster), cluster
 
 
@@ -294,8 +353,10 @@ def progress(todo, done: list[dict], failed: dict, t0: float, params: dict) -> s
     spent = sum(minutes(run, params) for run, _ in todo if run in finished)
     left = sum(minutes(run, params) for run, _ in todo if run not in finished)
     elapsed = time.monotonic() - t0
-    return (f"[{len(finished)}/{len(todo)}, {elapsed / 60:.0f} min elapsed, "
-            f"about {elapsed * left / max(spent, 1e-9) / 60:.0f} min left]")
+    return (
+        f"[{len(finished)}/{len(todo)}, {elapsed / 60:.0f} min elapsed, "
+        f"about {elapsed * left / max(spent, 1e-9) / 60:.0f} min left]"
+    )
 
 
 def compute(todo, args, snapshot, bundle, params) -> tuple[list[dict], dict[str, str]]:
@@ -303,6 +364,7 @@ def compute(todo, args, snapshot, bundle, params) -> tuple[list[dict], dict[str,
     import cloudpickle
     import dask
     from distributed import Event, as_completed
+
     # A run whose worker dies is retried once; a second death names it (KilledWorker).
     dask.config.set({"distributed.scheduler.allowed-failures": 1})
     # Workers on other machines do not have this file: send the task's code with it.
@@ -310,14 +372,27 @@ def compute(todo, args, snapshot, bundle, params) -> tuple[list[dict], dict[str,
     client, cluster = connect(args)
     stop = Event(STOP_EVENT, client=client)
     stop.clear()
-    done, failed = [], {}
+    done: list[dict] = []
+    failed: dict[str, str] = {}
     t0 = time.monotonic()
     try:
         data = client.scatter(bundle, broadcast=True)
-        futures = {client.submit(run_task, run, stages, snapshot, data, args.threads, key=f"run-{run}",
-                                 priority=len(todo) - i, retries=1, pure=False,
-                                 resources={"GPU": args.gpus_per_run} if args.gpus_per_run else None): run
-                   for i, (run, stages) in enumerate(todo)}
+        futures = {
+            client.submit(
+                run_task,
+                run,
+                stages,
+                snapshot,
+                data,
+                args.threads,
+                key=f"run-{run}",
+                priority=len(todo) - i,
+                retries=1,
+                pure=False,
+                resources={"GPU": args.gpus_per_run} if args.gpus_per_run else None,
+            ): run
+            for i, (run, stages) in enumerate(todo)
+        }
         say(f"{len(todo)} runs on {len(client.scheduler_info()['workers'])} workers ({client.scheduler.address})")
         for future in as_completed(futures):
             run = futures[future]
@@ -327,9 +402,11 @@ def compute(todo, args, snapshot, bundle, params) -> tuple[list[dict], dict[str,
                 write_log(run, r["log"])
                 unpack(r["tensorboard"], ROOT / "logs" / run)
                 s = r["seconds"]
-                say(f"{run} done on {r['host']} in {s['compute'] / 60:.1f} min "
+                say(
+                    f"{run} done on {r['host']} in {s['compute'] / 60:.1f} min "
                     f"(+{s['workspace'] + s['pull'] + s['push']:.0f} s workspace, pull and push) "
-                    f"{progress(todo, done, failed, t0, params)}")
+                    f"{progress(todo, done, failed, t0, params)}"
+                )
             else:
                 failed[run] = str(future.exception())
                 write_log(run, failed[run])
@@ -369,14 +446,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", "--lanes", type=int, default=2, help="runs computed at once here (default 2)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
-    ap.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tls://HOST:8786, "
-                    "instead of the embedded one")
+    ap.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="an existing Dask scheduler, e.g. tls://HOST:8786, instead of the embedded one",
+    )
     ap.add_argument("--tls-ca-file")
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--remote", help="the DVC remote results go through (default: the default remote)")
-    ap.add_argument("--gpus-per-run", type=float, default=0, help="Dask resource GPU each run takes (workers "
-                    "declare theirs: `dask worker --resources GPU=1`)")
+    ap.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=0,
+        help="Dask resource GPU each run takes (workers declare theirs: `dask worker --resources GPU=1`)",
+    )
     ap.add_argument("--dashboard", action="store_true", help="Dask's dashboard on 127.0.0.1:8787")
     ap.add_argument("--dry", action="store_true", help="print the plan and exit")
     ap.add_argument("--only", metavar="REGEX", help="only the runs whose names match; compare is not run")
@@ -399,28 +483,38 @@ def main() -> None:
     try:
         sys.exit(study(args, params, todo, env))
     except (KeyboardInterrupt, Interrupted):
-        sys.exit("study: stopped; dvc.lock holds every stage that finished. Run the same command to go on "
-                 "(finished runs are restored from the run-cache, not recomputed)")
+        sys.exit(
+            "study: stopped; dvc.lock holds every stage that finished. Run the same command to go on "
+            "(finished runs are restored from the run-cache, not recomputed)"
+        )
 
 
 def study(args, params: dict, todo, env: dict) -> int:
     remote = remote_url(args.remote)
     if args.scheduler and remote == str(DEFAULT_REMOTE):
-        sys.exit(f"study: workers on other machines cannot reach the local remote {remote}; add a shared one "
-                 "(`dvc remote add -d NAME URL`: ssh://, s3://, or a path on a shared file system)")
+        sys.exit(
+            f"study: workers on other machines cannot reach the local remote {remote}; add a shared one "
+            "(`dvc remote add -d NAME URL`: ssh://, s3://, or a path on a shared file system)"
+        )
     coordinator = {**env, "VAE_STUDY_COORDINATOR": "1"}
     if dvc(["repro", "check", "download"], ROOT, coordinator) or dvc(["push", "check", "download"], ROOT, env):
         say("check, download or pushing the data failed (above); nothing was trained")
         return 1
     todo = to_compute(todo, env)
     t0 = time.monotonic()
-    done, failed = [], {}
+    done: list[dict] = []
+    failed: dict[str, str] = {}
     if todo:
         total = sum(minutes(run, params) for run, _ in todo) / 60
-        share = "shared by the cluster's workers" if args.scheduler else \
-            f"so {total / args.workers:.1f} h on {args.workers} workers here"
-        say(f"{len(todo)} runs to compute ({len(plan(params, args.only)) - len(todo)} up to date): about "
-            f"{total:.1f} h of training at one thread on our 2-core machine, {share}, plus 5-15% for evaluation")
+        share = (
+            "shared by the cluster's workers"
+            if args.scheduler
+            else f"so {total / args.workers:.1f} h on {args.workers} workers here"
+        )
+        say(
+            f"{len(todo)} runs to compute ({len(plan(params, args.only)) - len(todo)} up to date): about "
+            f"{total:.1f} h of training at one thread on our 2-core machine, {share}, plus 5-15% for evaluation"
+        )
         snapshot, bundle = make_snapshot(remote)
         done, failed = compute(todo, args, snapshot, bundle, params)
         say(f"{len(done)}/{len(todo)} runs computed in {(time.monotonic() - t0) / 60:.1f} min wall time")

@@ -7,6 +7,7 @@ Temp files are created mode 0600 by `tempfile`; every write is given the mode
 a plain `open()` would have (0666 minus the umask), so a shared workspace can
 read what the stages write.
 """
+
 from __future__ import annotations
 
 import io
@@ -33,7 +34,7 @@ def atomic_path(path: str | Path):
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise _naming(e, path)
+        raise _naming(e, path) from e
     os.close(fd)
     try:
         yield Path(tmp)
@@ -42,7 +43,7 @@ def atomic_path(path: str | Path):
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise _naming(e, path)
+            raise _naming(e, path) from e
         raise
 
 
@@ -67,7 +68,7 @@ def atomic_dir(path: str | Path):
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
-            raise _naming(e, path, tmp)
+            raise _naming(e, path, tmp) from e
         raise
 
 
@@ -101,12 +102,14 @@ def write_json(path: str | Path, obj) -> None:
         elif isinstance(o, list):
             for i, v in enumerate(o):
                 check(v, f"{where}[{i}]")
+
     check(obj)
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def write_torch(path: str | Path, obj) -> None:
     import torch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_bytes(path, buf.getvalue())
@@ -115,6 +118,7 @@ def write_torch(path: str | Path, obj) -> None:
 def save_figure(fig, path: str | Path, dpi: int = 80) -> None:
     """Write a matplotlib figure as PNG and close it."""
     import matplotlib.pyplot as plt
+
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)

@@ -1,4 +1,5 @@
 """Saving and loading weights: trained models (DVC outputs) and epoch checkpoints (scratch)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,17 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def save_model(path: Path, model: VAE, family: str, z: int, model_cfg: dict, extra: dict) -> None:
-    write_torch(path, {"family": family, "z": z, "model_cfg": model_cfg, "logvar_clamp": model.logvar_clamp,
-                       "state_dict": model.state_dict(), **extra})
+    write_torch(
+        path,
+        {
+            "family": family,
+            "z": z,
+            "model_cfg": model_cfg,
+            "logvar_clamp": model.logvar_clamp,
+            "state_dict": model.state_dict(),
+            **extra,
+        },
+    )
 
 
 def load_model(path: Path, family: str, z: int) -> tuple[VAE, dict]:
@@ -40,8 +50,9 @@ def load_model(path: Path, family: str, z: int) -> tuple[VAE, dict]:
     if not isinstance(state, dict) or "state_dict" not in state:
         raise CheckpointError(f"{path}: not a model file written by stages/train.py; {rerun}")
     if (state["family"], state["z"]) != (family, z):
-        raise CheckpointError(f"{path}: holds a {state['family']} model with z={state['z']}, "
-                              f"expected {family} with z={z}; {rerun}")
+        raise CheckpointError(
+            f"{path}: holds a {state['family']} model with z={state['z']}, expected {family} with z={z}; {rerun}"
+        )
     model = build_model(family, z, state["model_cfg"], state.get("logvar_clamp"))
     model.load_state_dict(state["state_dict"])
     return model.eval(), state

@@ -6,6 +6,7 @@ before any work starts instead of an hour into training. The checks name keys
 only; `load_params` puts the file in front, so other sources of settings
 (benchmarks/pilot.py's overrides) reuse them under their own name.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -23,21 +24,41 @@ DEVICES = ("cpu", "cuda", "mps", "auto")
 OPTIMIZERS = ("adam",)
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
-TRAIN_KEYS = ("optimizer", "lr", "lr_schedule", "kl_warmup_epochs", "free_bits", "epochs", "batch_size",
-              "grad_clip", "logvar_clamp", "precision", "channels_last", "device")
-BEST = ("min", "max")
+TRAIN_KEYS = (
+    "optimizer",
+    "lr",
+    "lr_schedule",
+    "kl_warmup_epochs",
+    "free_bits",
+    "epochs",
+    "batch_size",
+    "grad_clip",
+    "logvar_clamp",
+    "precision",
+    "channels_last",
+    "device",
+)
 # Recipe and family names are parts of DVC stage names (train@RECIPE-FAMILY-Z-SEED), of the
 # stages' command lines and of file names: letters, digits and '_' only.
 NAME = re.compile(r"[A-Za-z0-9_]+")
-COMPARE_COLUMNS = ("total", "recon", "kl", "iw_bound", "elbo_gap", "active_units", "mutual_info")
 
 
 class ParamsError(StageError, ValueError):
     """A param is missing, mistyped or out of range; the message names the key."""
 
 
-TOP_LEVEL = ("data", "recipes", "families", "latent_dims", "seeds", "models", "train", "recipe", "eval", "plot",
-             "compare")
+TOP_LEVEL = (
+    "data",
+    "recipes",
+    "families",
+    "latent_dims",
+    "seeds",
+    "models",
+    "train",
+    "recipe",
+    "eval",
+    "plot",
+)
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
@@ -70,8 +91,13 @@ def cell_name(recipe: str, family: str, z: int) -> str:
 
 def runs(params: dict) -> list[tuple[str, str, int, int]]:
     """(recipe, family, z, seed) of every run, in the order of dvc.yaml's matrix."""
-    return [(r, f, z, s) for r in params["recipes"] for f in params["families"] for z in params["latent_dims"]
-            for s in params["seeds"]]
+    return [
+        (r, f, z, s)
+        for r in params["recipes"]
+        for f in params["families"]
+        for z in params["latent_dims"]
+        for s in params["seeds"]
+    ]
 
 
 def train_config(params: dict, recipe: str, family: str, seed: int) -> dict:
@@ -82,6 +108,7 @@ def train_config(params: dict, recipe: str, family: str, seed: int) -> dict:
 
 
 # --- validation -------------------------------------------------------------
+
 
 def _section(params: dict, key: str, allowed: tuple[str, ...]) -> dict:
     if key not in params:
@@ -134,8 +161,10 @@ def _choice(sec: dict, key: str, name: str, allowed):
 
 def _name(v, what: str, key: str) -> None:
     if not (isinstance(v, str) and NAME.fullmatch(v)):
-        raise ParamsError(f"{what} name {v!r} in '{key}' must be letters, digits and '_' only: "
-                          "it is part of DVC stage names (train@RECIPE-FAMILY-Z-SEED)")
+        raise ParamsError(
+            f"{what} name {v!r} in '{key}' must be letters, digits and '_' only: "
+            "it is part of DVC stage names (train@RECIPE-FAMILY-Z-SEED)"
+        )
 
 
 def _int_list(v, name: str, lo: int = 1):
@@ -153,28 +182,35 @@ def validate(params: dict) -> None:
     _validate_recipes(params)
     _validate_eval(params)
     _validate_plot(params)
-    _validate_compare(params)
 
 
 def _validate_data(params: dict) -> None:
-    data = _section(params, "data", ("dataset", "local_mirror", "retries", "connect_timeout_s",
-                                     "read_timeout_s", "train_subset", "validation"))
+    data = _section(
+        params,
+        "data",
+        ("dataset", "local_mirror", "retries", "connect_timeout_s", "read_timeout_s", "train_subset", "validation"),
+    )
     _choice(data, "dataset", "data.dataset", DATASETS)
     if data["local_mirror"] is not None and not isinstance(data["local_mirror"], str):
-        raise ParamsError("'data.local_mirror' must be a directory, a file:// URL "
-                          f"or null, got {data['local_mirror']!r}")
+        raise ParamsError(
+            f"'data.local_mirror' must be a directory, a file:// URL or null, got {data['local_mirror']!r}"
+        )
     _int(data, "retries", "data.retries")
     _float(data, "connect_timeout_s", "data.connect_timeout_s")
     _float(data, "read_timeout_s", "data.read_timeout_s")
     _int(data, "train_subset", "data.train_subset", optional=True)
     n_train = DATASETS[data["dataset"]].files["train_images"].examples
     if data["train_subset"] is not None and data["train_subset"] > n_train:
-        raise ParamsError(f"'data.train_subset' is {data['train_subset']}, but {data['dataset']} has "
-                          f"{n_train} training images; use at most {n_train}, or null for all")
+        raise ParamsError(
+            f"'data.train_subset' is {data['train_subset']}, but {data['dataset']} has "
+            f"{n_train} training images; use at most {n_train}, or null for all"
+        )
     _int(data, "validation", "data.validation")
     if data["validation"] >= n_train:
-        raise ParamsError(f"'data.validation' is {data['validation']}, but {data['dataset']} has {n_train} "
-                          f"training images; hold out fewer than {n_train}")
+        raise ParamsError(
+            f"'data.validation' is {data['validation']}, but {data['dataset']} has {n_train} "
+            f"training images; hold out fewer than {n_train}"
+        )
 
 
 def _validate_matrix(params: dict) -> None:
@@ -211,8 +247,21 @@ def _validate_models(params: dict) -> None:
 
 
 def _validate_eval(params: dict) -> None:
-    ev = _section(params, "eval", ("seed", "batch_size", "z_samples", "study_batch_size", "iw_samples",
-                                   "iw_images", "iw_batch", "active_threshold", "collapse_kl"))
+    ev = _section(
+        params,
+        "eval",
+        (
+            "seed",
+            "batch_size",
+            "z_samples",
+            "study_batch_size",
+            "iw_samples",
+            "iw_images",
+            "iw_batch",
+            "active_threshold",
+            "collapse_kl",
+        ),
+    )
     _int(ev, "seed", "eval.seed", lo=0)
     for k in ("batch_size", "z_samples", "study_batch_size", "iw_samples", "iw_batch"):
         _int(ev, k, f"eval.{k}")
@@ -224,8 +273,10 @@ def _validate_eval(params: dict) -> None:
 def _validate_plot(params: dict) -> None:
     plot = _section(params, "plot", ("seed", "grid", "quantile", "n_recon", "n_samples"))
     if plot["seed"] not in params["seeds"]:
-        raise ParamsError(f"'plot.seed' is {plot['seed']!r}, which is not among 'seeds' {params['seeds']}: "
-                          "the pictures are of that seed's runs")
+        raise ParamsError(
+            f"'plot.seed' is {plot['seed']!r}, which is not among 'seeds' {params['seeds']}: "
+            "the pictures are of that seed's runs"
+        )
     _int(plot, "grid", "plot.grid", lo=2)
     _float(plot, "quantile", "plot.quantile")
     if not plot["quantile"] < 0.5:
@@ -234,17 +285,9 @@ def _validate_plot(params: dict) -> None:
     _int(plot, "n_samples", "plot.n_samples")
 
 
-def _validate_compare(params: dict) -> None:
-    best = _section(params, "compare", ("best",))["best"]
-    if not isinstance(best, dict) or not set(best) <= set(COMPARE_COLUMNS):
-        raise ParamsError(f"'compare.best' must map columns among {', '.join(COMPARE_COLUMNS)} "
-                          f"to min or max, got {best!r}")
-    for c in best:
-        _choice(best, c, f"compare.best.{c}", BEST)
-
-
 def validate_train(train: dict, prefix: str = "") -> None:
     """Check a full set of `train` settings; errors name keys as `PREFIX.KEY` (or `KEY` with no prefix)."""
+
     def name(k: str) -> str:
         return f"{prefix}.{k}" if prefix else k
 
@@ -272,26 +315,37 @@ def _validate_recipes(params: dict) -> None:
     names, defs = params["recipes"], params["recipe"]
     if not isinstance(defs, dict):
         raise ParamsError(f"'recipe' must map recipe names to overrides of 'train', got {defs!r}")
-    if (not isinstance(names, list) or not names or len(set(names)) != len(names)
-            or not all(isinstance(n, str) and n for n in names)):
+    if (
+        not isinstance(names, list)
+        or not names
+        or len(set(names)) != len(names)
+        or not all(isinstance(n, str) and n for n in names)
+    ):
         raise ParamsError(f"'recipes' must be a non-empty list of distinct names, got {names!r}")
     for name in names:
         _name(name, "recipe", "recipes")
         if name not in defs:
-            raise ParamsError(f"'recipes' lists {name!r} but 'recipe.{name}' is not defined; "
-                              f"defined: {', '.join(map(str, defs)) or 'none'}")
+            raise ParamsError(
+                f"'recipes' lists {name!r} but 'recipe.{name}' is not defined; "
+                f"defined: {', '.join(map(str, defs)) or 'none'}"
+            )
     keys = (*TRAIN_KEYS, "families")
     for name, over in defs.items():
         _name(name, "recipe", "recipe")
         if not isinstance(over or {}, dict):
             raise ParamsError(f"'recipe.{name}' must be a mapping of 'train' keys, got {over!r}")
         over = dict(over or {})
-        _reject_unknown(over, f"recipe.{name}", keys,
-                        f"a recipe overrides keys of 'train' ({', '.join(TRAIN_KEYS)}) or sets 'families'")
+        _reject_unknown(
+            over,
+            f"recipe.{name}",
+            keys,
+            f"a recipe overrides keys of 'train' ({', '.join(TRAIN_KEYS)}) or sets 'families'",
+        )
         per_family = over.pop("families", None) or {}
         if not isinstance(per_family, dict):
-            raise ParamsError(f"'recipe.{name}.families' must map family names to overrides of 'train', "
-                              f"got {per_family!r}")
+            raise ParamsError(
+                f"'recipe.{name}.families' must map family names to overrides of 'train', got {per_family!r}"
+            )
         _reject_unknown(per_family, f"recipe.{name}.families", tuple(FAMILIES), f"families: {', '.join(FAMILIES)}")
         # `train` is already valid, so any error here is in an override, named as the user wrote it.
         validate_train({**params["train"], **over}, f"recipe.{name}")
@@ -299,6 +353,7 @@ def _validate_recipes(params: dict) -> None:
             prefix = f"recipe.{name}.families.{fam}"
             if not isinstance(fam_over, dict):
                 raise ParamsError(f"'{prefix}' must be a mapping of 'train' keys, got {fam_over!r}")
-            _reject_unknown(fam_over, prefix, TRAIN_KEYS, f"a family override sets keys of 'train': "
-                                                          f"{', '.join(TRAIN_KEYS)}")
+            _reject_unknown(
+                fam_over, prefix, TRAIN_KEYS, f"a family override sets keys of 'train': {', '.join(TRAIN_KEYS)}"
+            )
             validate_train({**params["train"], **over, **fam_over}, prefix)

@@ -1,4 +1,5 @@
-"""The VAE objective, in one place.
+"""The VAE objective, in one place, and its mean over a data set (`evaluate`: the test loss
+training reports every epoch, and the evaluate stage's negative ELBO).
 
 Every function returns per-image values (shape [B]); callers average over the
 batch, so every reported number is in nats per image. Targets are MNIST's grey
@@ -6,6 +7,7 @@ levels in [0, 1] under a Bernoulli likelihood, as in the study and in
 pytorch/examples' VAE (for non-binary targets this is a cross-entropy, not a
 normalised log-likelihood).
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,8 +37,7 @@ def negative_elbo(model, x: torch.Tensor, noise: torch.Tensor | None = None) -> 
     return {"total": recon + kl, "recon": recon, "kl": kl, "kl_dims": kl_dims}
 
 
-def training_objective(terms: dict[str, torch.Tensor], kl_weight: float = 1.0,
-                       free_bits: float = 0.0) -> torch.Tensor:
+def training_objective(terms: dict[str, torch.Tensor], kl_weight: float = 1.0, free_bits: float = 0.0) -> torch.Tensor:
     """The batch-mean loss that training minimises; reported losses stay the plain negative ELBO.
 
     kl_weight < 1 is KL warm-up (Bowman et al. 2016). free_bits > 0 stops penalising
@@ -49,3 +50,18 @@ def training_objective(terms: dict[str, torch.Tensor], kl_weight: float = 1.0,
     if free_bits > 0.0:
         kl = kl.clamp(min=free_bits)
     return terms["recon"].float().mean() + kl_weight * kl.sum()
+
+
+@torch.no_grad()
+def evaluate(model, x: torch.Tensor, batch_size: int, seed: int, z_samples: int = 1) -> dict:
+    """Mean per-image total / recon / KL over x, averaging recon over z_samples draws."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    sums = dict.fromkeys(TERMS, 0.0)
+    for xb in x.split(batch_size):
+        for _ in range(z_samples):
+            noise = torch.randn(len(xb), model.z_dim, generator=g).to(xb.device)
+            terms = negative_elbo(model, xb, noise)
+            for t in TERMS:
+                sums[t] += terms[t].sum().item() / z_samples
+    return {t: sums[t] / len(x) for t in TERMS}

@@ -5,10 +5,11 @@ and a decoder (z -> 28x28 Bernoulli logits). `VAE` wraps the pair, so the loss,
 training loop, evaluation and plots never look at which family they run.
 The registry `FAMILIES` is keyed by the names used in params.yaml.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -18,8 +19,7 @@ N_PIXELS = 28 * 28
 
 
 class VAE(nn.Module):
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, z_dim: int,
-                 logvar_clamp: float | None = None):
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, z_dim: int, logvar_clamp: float | None = None):
         super().__init__()
         self.encoder, self.decoder, self.z_dim = encoder, decoder, z_dim
         self.logvar_clamp = logvar_clamp
@@ -57,6 +57,7 @@ def register(name: str, *params: str):
     def deco(fn):
         FAMILIES[name] = Family(fn, params)
         return fn
+
     return deco
 
 
@@ -100,17 +101,28 @@ def conv(z: int, channels: list[int], hidden: int):
         raise ValueError(f"models.conv.channels must list 3 sizes, got {channels}")
     c1, c2, c3 = channels
     enc = nn.Sequential(
-        nn.Conv2d(1, c1, 4, 2, 1), nn.ReLU(),     # 14x14
-        nn.Conv2d(c1, c2, 4, 2, 1), nn.ReLU(),    # 7x7
-        nn.Conv2d(c2, c3, 3, 2, 1), nn.ReLU(),    # 4x4
-        nn.Flatten(), nn.Linear(c3 * 16, hidden), nn.ReLU(), nn.Linear(hidden, 2 * z),
+        nn.Conv2d(1, c1, 4, 2, 1),
+        nn.ReLU(),  # 14x14
+        nn.Conv2d(c1, c2, 4, 2, 1),
+        nn.ReLU(),  # 7x7
+        nn.Conv2d(c2, c3, 3, 2, 1),
+        nn.ReLU(),  # 4x4
+        nn.Flatten(),
+        nn.Linear(c3 * 16, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, 2 * z),
     )
     dec = nn.Sequential(
-        nn.Linear(z, hidden), nn.ReLU(), nn.Linear(hidden, c3 * 16), nn.ReLU(),
+        nn.Linear(z, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, c3 * 16),
+        nn.ReLU(),
         nn.Unflatten(1, (c3, 4, 4)),
-        nn.ConvTranspose2d(c3, c2, 3, 2, 1), nn.ReLU(),  # 7x7
-        nn.ConvTranspose2d(c2, c1, 4, 2, 1), nn.ReLU(),  # 14x14
-        nn.ConvTranspose2d(c1, 1, 4, 2, 1),              # 28x28 logits
+        nn.ConvTranspose2d(c3, c2, 3, 2, 1),
+        nn.ReLU(),  # 7x7
+        nn.ConvTranspose2d(c2, c1, 4, 2, 1),
+        nn.ReLU(),  # 14x14
+        nn.ConvTranspose2d(c1, 1, 4, 2, 1),  # 28x28 logits
     )
     return enc, dec
 
@@ -135,14 +147,25 @@ def residual(z: int, channels: list[int], blocks: int, hidden: int):
     c1, c2 = channels
     res = lambda c: [ResBlock(c) for _ in range(blocks)]  # noqa: E731
     enc = nn.Sequential(
-        nn.Conv2d(1, c1, 4, 2, 1), *res(c1),      # 14x14
-        nn.Conv2d(c1, c2, 4, 2, 1), *res(c2),     # 7x7
-        nn.ReLU(), nn.Flatten(), nn.Linear(c2 * 49, hidden), nn.ReLU(), nn.Linear(hidden, 2 * z),
+        nn.Conv2d(1, c1, 4, 2, 1),
+        *res(c1),  # 14x14
+        nn.Conv2d(c1, c2, 4, 2, 1),
+        *res(c2),  # 7x7
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(c2 * 49, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, 2 * z),
     )
     dec = nn.Sequential(
-        nn.Linear(z, hidden), nn.ReLU(), nn.Linear(hidden, c2 * 49),
-        nn.Unflatten(1, (c2, 7, 7)), *res(c2),
-        nn.ConvTranspose2d(c2, c1, 4, 2, 1), *res(c1),  # 14x14
-        nn.ReLU(), nn.ConvTranspose2d(c1, 1, 4, 2, 1),  # 28x28 logits
+        nn.Linear(z, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, c2 * 49),
+        nn.Unflatten(1, (c2, 7, 7)),
+        *res(c2),
+        nn.ConvTranspose2d(c2, c1, 4, 2, 1),
+        *res(c1),  # 14x14
+        nn.ReLU(),
+        nn.ConvTranspose2d(c1, 1, 4, 2, 1),  # 28x28 logits
     )
     return enc, dec

@@ -4,6 +4,7 @@
 graph: an epoch checkpoint lives only while its run is unfinished, and
 TensorBoard logs carry wall-clock times, which no tracked output may.
 """
+
 from pathlib import Path
 
 METRICS = Path("metrics")

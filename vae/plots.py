@@ -1,4 +1,5 @@
 """Pictures of one trained run: manifold, reconstructions, prior samples, loss curves."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -55,7 +56,7 @@ def reconstructions(model: VAE, x: torch.Tensor, path: Path) -> None:
 def prior_samples(model: VAE, path: Path, n: int, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     images = torch.sigmoid(model.decode(torch.randn(n, model.z_dim, generator=g)))
-    _save_grid(path, images, nrow=int(n ** 0.5) or 1)
+    _save_grid(path, images, nrow=int(n**0.5) or 1)
 
 
 def loss_curves(history_csv: Path, path: Path, title: str) -> None:
@@ -81,13 +82,18 @@ def latent_space(mu: torch.Tensor, labels: torch.Tensor, path: Path, title: str,
     n = len(classes)
     fig, ax = plt.subplots(figsize=(6.5, 5))
     if mu.shape[1] == 1:
-        ax.violinplot([mu[labels == c, 0].numpy() for c in range(n)], positions=range(n),
-                      orientation="horizontal", showmedians=True)
+        ax.violinplot(
+            [mu[labels == c, 0].numpy() for c in range(n)],
+            positions=range(n),
+            orientation="horizontal",
+            showmedians=True,
+        )
         ax.set_yticks(range(n), classes)
         ax.set_xlabel("E[z | x]")
     else:
-        sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=n - 0.5, s=2, alpha=0.6,
-                        rasterized=True)
+        sc = ax.scatter(
+            mu[:, 0], mu[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=n - 0.5, s=2, alpha=0.6, rasterized=True
+        )
         bar = fig.colorbar(sc, ax=ax, ticks=range(n))
         bar.ax.set_yticklabels(classes)
         ax.set_xlabel("E[z1 | x]")

@@ -1,5 +1,6 @@
 """Aggregate per-run metrics over seeds into the comparison: a cell is (recipe, family, z), its runs
 are its seeds; every figure is a mean with its sample std, and bold marks only what the noise allows."""
+
 from __future__ import annotations
 
 import json
@@ -13,19 +14,22 @@ from vae.atomic import save_figure, write_json, write_text
 from vae.config import cell_name, run_name
 from vae.data import DATASETS
 from vae.losses import TERMS
+from vae.metrics import METRICS
 from vae.models import N_PIXELS
 
-# The comparison's columns, in order, with their headers.
-COLUMNS = {"total": "−ELBO", "recon": "reconstruction", "kl": "KL", "iw_bound": "IW bound",
-           "elbo_gap": "ELBO gap", "active_units": "active units", "mutual_info": "MI"}
 CELL = ["recipe", "family", "z"]
-# What metrics/cells/CELL.json holds: the DVC metric of a cell, one row of `dvc metrics show`.
-CELL_METRICS = ("total", "recon", "kl", "iw_bound", "mutual_info")
-# A run diverged when its last epoch's mean training -ELBO is over ten times that of a decoder that
-# predicts 0.5 for every pixel (N_PIXELS * ln 2 = 543 nats; an untrained model starts near it): the
-# optimisation blew up (at the study's lr 0.01 a few training images can reach 1e20 nats, or every
-# one 1e31 from the first epoch on, while the loss stays finite), so its test figures describe a
-# broken model, not the family.
+# Why each column without a direction (vae/metrics.py) is never bold, as the comparison's legend says it.
+NOT_RANKED = {
+    "kl": "a lower KL is not a better model, only another point on the rate–distortion trade-off (less "
+    "information carried by z, paid for in reconstruction)",
+    "active_units": "every cell that takes part has all z units active (fewer is a collapse, which keeps the cell "
+    "out), so there is nothing to rank",
+}
+# A run diverged when the loss became NaN or infinite (training stops there, vae/training.py), or when its
+# last epoch's mean training -ELBO is over ten times that of a decoder that predicts 0.5 for every pixel
+# (N_PIXELS * ln 2 = 543 nats; an untrained model starts near it): the optimisation blew up (at the
+# study's lr 0.01 a few training images can reach 1e20 nats, or every one 1e31 from the first epoch on,
+# while the loss stays finite), so its test figures describe a broken model, not the family.
 DIVERGED_NATS = 10 * N_PIXELS * math.log(2)
 
 # The study's own table, as published. Its units look like a sum over the
@@ -43,9 +47,21 @@ STUDY_TABLE = {
 }
 
 
-def diverged(train_total: pd.Series) -> bool:
-    """The run's optimisation blew up: its last epoch's mean training -ELBO is over DIVERGED_NATS."""
-    return bool(train_total.iloc[-1] > DIVERGED_NATS)
+def diverged(history: pd.DataFrame) -> bool:
+    """The run's optimisation blew up: its last epoch has a NaN or infinite loss (training stopped
+    there), or a mean training -ELBO over DIVERGED_NATS."""
+    last = history.iloc[-1]
+    return not all(math.isfinite(v) for v in last) or bool(last["train_total"] > DIVERGED_NATS)
+
+
+def divergence(history: pd.DataFrame) -> str:
+    """How a diverged run blew up, for the comparison's diverged column."""
+    last = history.iloc[-1]
+    if not all(math.isfinite(v) for v in last):
+        epoch = int(last["epoch"])
+        kept = f"epoch {epoch - 1}'s model" if epoch > 1 else "the untrained model"
+        return f"loss not finite in epoch {epoch}: training stopped there, figures of {kept}"
+    return f"training −ELBO {last['train_total']:.3g} in the last epoch, {history['train_total'].min():.1f} at best"
 
 
 def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
@@ -58,15 +74,29 @@ def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
             raise FileNotFoundError(f"{paths.metrics(run)} is missing; run `dvc repro evaluate@{run}`")
         m, d = json.loads(paths.metrics(run).read_text()), json.loads(paths.details(run).read_text())
         last = d.get("study_last_batch") or dict.fromkeys(TERMS, math.nan)  # MNIST only
-        train = pd.read_csv(paths.history(run))["train_total"]
-        rows.append({"run": run, "cell": cell_name(recipe, family, z), "recipe": recipe, "family": family, "z": z,
-                     "seed": seed, **{c: m[c] for c in COLUMNS}, "collapsed": m["collapsed"],
-                     "diverged": diverged(train),
-                     "divergence": f"training −ELBO {train.iloc[-1]:.3g} in the last epoch, "
-                                   f"{train.min():.1f} at best",
-                     "collapse_reasons": "; ".join(d["collapse_reasons"]), "parameters": d["parameters"],
-                     **{f"last_{t}": last[t] for t in TERMS}, "test_images": d["test_images"],
-                     "z_samples": d["z_samples"], "iw_samples": d["iw_samples"], "iw_images": d["iw_images"]})
+        history = pd.read_csv(paths.history(run))
+        rows.append(
+            {
+                "run": run,
+                "cell": cell_name(recipe, family, z),
+                "recipe": recipe,
+                "family": family,
+                "z": z,
+                # null: a diverged run's figure that was not finite (JSON has no NaN): NaN, left out of means
+                "seed": seed,
+                **{c: math.nan if m[c] is None else m[c] for c in METRICS},
+                "collapsed": m["collapsed"],
+                "diverged": diverged(history),
+                "divergence": divergence(history),
+                "collapse_reasons": "; ".join(d["collapse_reasons"]),
+                "parameters": d["parameters"],
+                **{f"last_{t}": last[t] for t in TERMS},
+                "test_images": d["test_images"],
+                "z_samples": d["z_samples"],
+                "iw_samples": d["iw_samples"],
+                "iw_images": d["iw_images"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -74,11 +104,15 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: mean, sample std (NaN for one seed), min and max of every column over seeds,
     the number of seeds and of collapsed and of diverged seeds."""
     grouped = runs.groupby(CELL, sort=False)
-    stats = grouped[list(COLUMNS)].agg(["mean", "std", "min", "max"])
+    stats = grouped[list(METRICS)].agg(["mean", "std", "min", "max"])
     stats.columns = [f"{c}_{s}" if s != "mean" else c for c, s in stats.columns]
-    extra = grouped.agg(cell=("cell", "first"), seeds=("seed", "size"), collapsed=("collapsed", "sum"),
-                        diverged=("diverged", "sum"),
-                        parameters=("parameters", "first"))
+    extra = grouped.agg(
+        cell=("cell", "first"),
+        seeds=("seed", "size"),
+        collapsed=("collapsed", "sum"),
+        diverged=("diverged", "sum"),
+        parameters=("parameters", "first"),
+    )
     return extra.join(stats).reset_index()
 
 
@@ -116,18 +150,22 @@ def mean_std(mean: float, std: float, digits: int = 2) -> str:
 def flag_column(cells: pd.DataFrame, runs: pd.DataFrame, flag: str, reason: str) -> list[str]:
     """Per cell "0/n", or "⚠ k/n: seed S, why" for the first of its k flagged seeds."""
     first = runs[runs[flag]].groupby("cell")[["seed", reason]].first()
-    return [f"⚠ {k}/{n}: seed {first.at[c, 'seed']}, {first.at[c, reason]}" if k else f"0/{n}"
-            for k, n, c in zip(cells[flag], cells["seeds"], cells["cell"])]
+    return [
+        f"⚠ {k}/{n}: seed {first.at[c, 'seed']}, {first.at[c, reason]}" if k else f"0/{n}"
+        for k, n, c in zip(cells[flag], cells["seeds"], cells["cell"])
+    ]
 
 
-def recipe_table(cells: pd.DataFrame, runs: pd.DataFrame, best: dict[str, str]) -> str:
-    """One recipe's cells as a Markdown table: mean ± std over seeds, bold where the noise allows."""
+def recipe_table(cells: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """One recipe's cells as a Markdown table: mean ± std over seeds, bold where the noise allows,
+    in the columns that have a better direction."""
     table = cells[["family", "z"]].astype(str).copy()
-    for col in COLUMNS:
-        marks = rank(cells, col, best[col]) if col in best else [""] * len(cells)
+    for col, metric in METRICS.items():
+        marks = rank(cells, col, metric.better) if metric.better else [""] * len(cells)
         text = [mean_std(m, s) for m, s in zip(cells[col], cells[f"{col}_std"])]
-        table[COLUMNS[col]] = [f"**{t}**" if k == "best" else f"{t} †" if k == "tie" else t
-                               for t, k in zip(text, marks)]
+        table[metric.header] = [
+            f"**{t}**" if k == "best" else f"{t} †" if k == "tie" else t for t, k in zip(text, marks)
+        ]
     table["collapsed"] = flag_column(cells, runs, "collapsed", "collapse_reasons")
     table["diverged"] = flag_column(cells, runs, "diverged", "divergence")
     table["parameters"] = cells["parameters"].map("{:,}".format)
@@ -140,38 +178,54 @@ def common_value(df: pd.DataFrame, col: str) -> str:
     return str(vals[0]) if len(vals) == 1 else "/".join(map(str, vals))
 
 
-def markdown(runs: pd.DataFrame, cells: pd.DataFrame, best: dict[str, str], dataset: str) -> str:
+def markdown(runs: pd.DataFrame, cells: pd.DataFrame, dataset: str) -> str:
     recipes = list(dict.fromkeys(cells["recipe"]))
-    rules = ", ".join(f"{COLUMNS[c]} {how}" for c, how in best.items())
+    title, n_test = DATASETS[dataset].title, common_value(runs, "test_images")
+    lower, higher = ([m.header for m in METRICS.values() if m.better == how] for how in ("min", "max"))
+    not_ranked = "; ".join(f"{m.header}, as {NOT_RANKED[c]}" for c, m in METRICS.items() if m.better is None)
+    log_n = " / ".join(f"{math.log(n):.2f}" for n in sorted(set(runs["test_images"])))
     lines = [
-        f"# VAE comparison on {DATASETS[dataset].title}",
+        f"# VAE comparison on {title}",
         "",
-        f"Test set ({common_value(runs, 'test_images')} images), **nats per image**, each cell the mean ± sample "
-        f"std over its seeds ({common_value(cells, 'seeds')} per cell; seeds {common_value(runs, 'seed')}). "
-        f"−ELBO, reconstruction and KL average {common_value(runs, 'z_samples')} z draw(s) per image. IW bound: "
-        f"the importance-weighted bound with K={common_value(runs, 'iw_samples')} samples, on a fixed random subset "
-        f"of {common_value(runs, 'iw_images')} test images; the targets are grey levels, so it bounds a "
-        f"cross-entropy, not a likelihood of {DATASETS[dataset].title}, and is not comparable to published "
-        "NLLs of binarized images. ELBO gap: "
-        "−ELBO − IW bound on those same images. Active units: latent dimensions with Var_x(E[z_d|x]) > "
-        "threshold; MI: I_q(x; z).",
+        f"Test set ({n_test} images), **nats per image**, each cell the mean ± sample std over its seeds "
+        f"({common_value(cells, 'seeds')} per cell; seeds {common_value(runs, 'seed')}). −ELBO, reconstruction "
+        f"and KL: over all {n_test} test images, {common_value(runs, 'z_samples')} z draw(s) per image. −ELBO (IW "
+        f"subset), IW bound and ELBO gap: on a fixed random subset of {common_value(runs, 'iw_images')} test "
+        f"images, all three from the same K={common_value(runs, 'iw_samples')} importance samples per image: the "
+        "subset's −ELBO is minus the mean of their log-weights, the IW bound (importance-weighted bound) minus "
+        "their log-mean-exp, and the ELBO gap the difference of the two, image by image (≥ 0 by Jensen's "
+        "inequality), averaged over the subset; so the gap is of the IW subset, not of the −ELBO column. The "
+        f"targets are grey levels, so the IW bound bounds a cross-entropy, not a likelihood of {title}, and is "
+        "not comparable to published NLLs of binarized images. Active units: latent dimensions with "
+        "Var_x(E[z_d|x]) > threshold. MI: I_q(x; z), what z carries about x, with the aggregate posterior q(z) "
+        f"the mixture of the posteriors of all {n_test} test images; x is one of those images, so the estimate "
+        f"is still limited by the test-set size: at most log N = {log_n} nats.",
         "",
-        f"**Bold**: best within a recipe and latent size ({rules}) among the cells with no collapsed or diverged "
-        "seed, only where its mean ± std does not overlap any other such cell's; † : tied for best (the intervals "
-        "overlap). Cells with a collapsed or diverged seed are never marked and are not compared. Recipes are "
-        "defined in params.yaml (`train`, overridden by `recipe.NAME`, then by `recipe.NAME.families.FAMILY`).",
+        "**Bold**: best within a recipe and latent size among the cells with no collapsed or diverged seed, only "
+        "where its mean ± std does not overlap any other such cell's; † : tied for best (the intervals overlap). "
+        f"Ranked: lower is better for {', '.join(lower)}; higher for {', '.join(higher)}. "
+        f"Never bold: {not_ranked}. Cells with a collapsed or diverged seed are never marked "
+        "and are not compared. Recipes are defined in params.yaml (`train`, overridden by `recipe.NAME`, then by "
+        "`recipe.NAME.families.FAMILY`).",
         "",
     ]
     for recipe in recipes:
         pick = cells["recipe"] == recipe
-        lines += [f"## Recipe `{recipe}`", "", recipe_table(cells[pick], runs, best), ""]
+        lines += [f"## Recipe `{recipe}`", "", recipe_table(cells[pick], runs), ""]
     if cells["collapsed"].any():
-        lines += ["⚠ k/n: k of the cell's n seeds collapsed (fewer active units than z, or a latent dimension "
-                  "whose KL is below `eval.collapse_kl`), with the first one's reasons.", ""]
+        lines += [
+            "⚠ k/n: k of the cell's n seeds collapsed (fewer active units than z, or a latent dimension "
+            "whose KL is below `eval.collapse_kl`), with the first one's reasons.",
+            "",
+        ]
     if cells["diverged"].any():
-        lines += [f"⚠ diverged k/n: in k of the n seeds the last epoch's mean training −ELBO is over "
-                  f"{DIVERGED_NATS:.0f} nats, ten times that of a decoder predicting 0.5 for every pixel (the "
-                  "optimisation blew up); the test figures of such a seed are of a broken model.", ""]
+        lines += [
+            f"⚠ diverged k/n: in k of the n seeds the optimisation blew up: the loss became NaN or "
+            "infinite (training stopped there, and the seed's figures are of its model before that epoch), "
+            f"or the last epoch's mean training −ELBO is over {DIVERGED_NATS:.0f} nats, ten times that of a "
+            "decoder predicting 0.5 for every pixel (the seed's figures are of a broken model).",
+            "",
+        ]
     if len(recipes) > 1:
         lines += recipe_deltas(cells, recipes)
     if dataset == "mnist":  # the study's table is of MNIST: set nothing else beside it
@@ -189,9 +243,14 @@ def recipe_deltas(cells: pd.DataFrame, recipes: list[str]) -> list[str]:
         row = [family, str(z), *[mean_std(by.at[r, "total"], by.at[r, "total_std"]) for r in recipes]]
         row += [number(by.at[r, "total"] - by.at[base, "total"], sign="+") for r in recipes[1:]]
         rows.append(row)
-    return [f"## Recipes side by side (−ELBO, nats per image; Δ = change of the mean from `{base}`, "
-            "negative is better)", "", "| " + " | ".join(header) + " |",
-            "| " + " | ".join(["---"] * len(header)) + " |", *("| " + " | ".join(r) + " |" for r in rows), ""]
+    return [
+        f"## Recipes side by side (−ELBO, nats per image; Δ = change of the mean from `{base}`, negative is better)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---"] * len(header)) + " |",
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+    ]
 
 
 def study_comparison(runs: pd.DataFrame, recipe: str) -> list[str]:
@@ -214,9 +273,9 @@ def study_comparison(runs: pd.DataFrame, recipe: str) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for (_, family, z), s, group in study:
-        s = s or ("–",) * 3
+        theirs = s or ("–",) * 3
         ours = [" / ".join(number(v, 1) for v in group[f"last_{t}"]) for t in TERMS]
-        lines.append(f"| {family} | {z} | {s[0]} | {s[1]} | {s[2]} | {' | '.join(ours)} |")
+        lines.append(f"| {family} | {z} | {theirs[0]} | {theirs[1]} | {theirs[2]} | {' | '.join(ours)} |")
     return lines + [""]
 
 
@@ -230,7 +289,7 @@ def load_curves(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
     (the cell's name) for dvc plots. A diverged seed (1e29 nats) would flatten every other line
     to zero, so it is left out, and its cell's label counts it."""
     frames = [pd.read_csv(paths.history(run_name(*r))).assign(cell=cell_name(*r[:3])) for r in run_list]
-    blew_up = [diverged(f["train_total"]) for f in frames]
+    blew_up = [diverged(f.drop(columns="cell")) for f in frames]
     counts = pd.DataFrame({"cell": [f["cell"].iloc[0] for f in frames], "diverged": blew_up})
     counts = counts.groupby("cell", sort=False)["diverged"].agg(["sum", "size"])
     kept = [f for f, d in zip(frames, blew_up) if not d] or [frames[0].iloc[:0]]
@@ -244,7 +303,8 @@ def chart_table(runs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     with the counts of all its seeds and the label the curves use."""
     drawn = aggregate(runs[~runs["diverged"]]) if (~runs["diverged"]).any() else cells.iloc[:0]
     table = cells[["cell", "recipe", "family", "z", "seeds", "collapsed", "diverged"]].merge(
-        drawn[["cell", *COLUMNS, "total_std"]], on="cell", how="left")
+        drawn[["cell", *METRICS, "total_std"]], on="cell", how="left"
+    )
     table["cell"] = [chart_label(c, d, n) for c, d, n in zip(table["cell"], table["diverged"], table["seeds"])]
     return table.rename(columns={"cell": "run"})
 
@@ -253,47 +313,75 @@ def _rounded(v):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 4)
 
 
-def write_comparison(runs: pd.DataFrame, curves: pd.DataFrame, best: dict[str, str], dataset: str, *,
-                     json_path: Path, cells_dir: Path, csv_path: Path, curves_path: Path, md_path: Path,
-                     png_path: Path) -> None:
+def write_comparison(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    dataset: str,
+    *,
+    json_path: Path,
+    cells_dir: Path,
+    csv_path: Path,
+    curves_path: Path,
+    md_path: Path,
+    png_path: Path,
+) -> None:
     cells = aggregate(runs)
     # Everything, nested by recipe then cell: mean, std, min, max and each seed's value.
     comparison: dict[str, dict] = {}
     for c in cells.itertuples():
         mine = runs[runs["cell"] == c.cell]
         comparison.setdefault(c.recipe, {})[f"{c.family}-{c.z}"] = {
-            "seeds": int(c.seeds), "collapsed": int(c.collapsed), "diverged": int(c.diverged),
-            **{col: {"mean": _rounded(getattr(c, col)), "std": _rounded(getattr(c, f"{col}_std")),
-                     "min": _rounded(getattr(c, f"{col}_min")), "max": _rounded(getattr(c, f"{col}_max")),
-                     "per_seed": {str(s): _rounded(v) for s, v in zip(mine["seed"], mine[col])}}
-               for col in COLUMNS}}
+            "seeds": int(c.seeds),
+            "collapsed": int(c.collapsed),
+            "diverged": int(c.diverged),
+            **{
+                col: {
+                    "mean": _rounded(getattr(c, col)),
+                    "std": _rounded(getattr(c, f"{col}_std")),
+                    "min": _rounded(getattr(c, f"{col}_min")),
+                    "max": _rounded(getattr(c, f"{col}_max")),
+                    "per_seed": {str(s): _rounded(v) for s, v in zip(mine["seed"], mine[col])},
+                }
+                for col in METRICS
+            },
+        }
         # The DVC metric of the cell: a flat row for `dvc metrics show`.
-        write_json(cells_dir / f"{c.cell}.json", {
-            **{k: _rounded(getattr(c, k)) for k in CELL_METRICS}, "total_std": _rounded(c.total_std),
-            "seeds": int(c.seeds), "collapsed": int(c.collapsed), "diverged": int(c.diverged)})
+        write_json(
+            cells_dir / f"{c.cell}.json",
+            {
+                **{k: _rounded(getattr(c, k)) for k, m in METRICS.items() if m.cell},
+                "total_std": _rounded(c.total_std),
+                "seeds": int(c.seeds),
+                "collapsed": int(c.collapsed),
+                "diverged": int(c.diverged),
+            },
+        )
     write_json(json_path, comparison)
     write_text(csv_path, chart_table(runs, cells).to_csv(index=False, float_format="%.4f"))
     write_text(curves_path, curves.to_csv(index=False, float_format="%.4f"))
-    write_text(md_path, markdown(runs, cells, best, dataset))
+    write_text(md_path, markdown(runs, cells, dataset))
     bar_chart(cells, png_path, DATASETS[dataset].title)
 
 
 def bar_chart(cells: pd.DataFrame, path: Path, title: str) -> None:
     """Every cell's test metrics side by side, mean with ± std error bars, one panel per metric."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cols = ["total", "iw_bound", "recon", "kl", "mutual_info"]
-    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 1.2 + 0.25 * max(len(cells), 10)),
-                             sharey=True)
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 1.2 + 0.25 * max(len(cells), 10)), sharey=True)
     colors = ["tab:red" if c or d else "tab:blue" for c, d in zip(cells["collapsed"], cells["diverged"])]
     for ax, c in zip(axes, cols):
         ax.barh(cells["cell"], cells[c], xerr=cells[f"{c}_std"].fillna(0.0), color=colors, capsize=2)
-        ax.set_title(f"{COLUMNS[c]} (nats)")
+        ax.set_title(f"{METRICS[c].header} (nats)")
         ax.grid(axis="x", alpha=0.3)
         # Differences of a few nats on ~100: zoom in, on the cells that did not diverge (theirs run off).
         sane = cells.loc[cells["diverged"] == 0, c] if (cells["diverged"] == 0).any() else cells[c]
+        sane = sane.dropna()  # a diverged run's figure may be null
+        if sane.empty:
+            continue
         if c in ("total", "iw_bound", "recon"):
             ax.set_xlim(sane.min() * 0.95, sane.max() * 1.01)
         elif c == "kl":

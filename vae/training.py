@@ -4,7 +4,13 @@ Randomness is derived from (seed, epoch) at the start of every epoch, and the
 lr and KL weight are functions of the global step, so a run resumed from an
 epoch checkpoint draws exactly the batches, noise and schedule the
 uninterrupted run would have drawn.
+
+A run whose loss becomes NaN or infinite stops there and is a result, not a failure:
+the model goes back to its state after the last finite epoch, and the history ends
+with the epoch that blew up (its non-finite figures), so the comparison counts the
+run as diverged instead of missing.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +26,7 @@ from tqdm import tqdm
 from vae.atomic import write_text, write_torch
 from vae.checkpoints import CheckpointError, load_checkpoint
 from vae.errors import StageError
-from vae.evaluation import evaluate
-from vae.losses import TERMS, negative_elbo, training_objective
+from vae.losses import TERMS, evaluate, negative_elbo, training_objective
 from vae.models import VAE, build_model
 
 # lr and kl_weight are the values at the epoch's last step. No wall-clock time:
@@ -29,17 +34,25 @@ from vae.models import VAE, build_model
 HISTORY_COLUMNS = ["epoch", *[f"{s}_{t}" for s in ("train", "test") for t in TERMS], "lr", "kl_weight"]
 
 
-class TrainingDiverged(StageError):
-    """The loss became NaN or infinite."""
-
-
 class DeviceError(StageError):
     """The configured device is not available here."""
 
 
-def train(run: str, family: str, z: int, model_cfg: dict, settings: dict, train_x: torch.Tensor,
-          test_x: torch.Tensor, *, checkpoint: Path, log_dir: Path, eval_seed: int, eval_batch_size: int,
-          fingerprint: str) -> tuple[VAE, list[dict]]:
+def train(
+    run: str,
+    family: str,
+    z: int,
+    model_cfg: dict,
+    settings: dict,
+    train_x: torch.Tensor,
+    test_x: torch.Tensor,
+    *,
+    checkpoint: Path,
+    log_dir: Path,
+    eval_seed: int,
+    eval_batch_size: int,
+    fingerprint: str,
+) -> tuple[VAE, list[dict]]:
     """Train one run; resume from `checkpoint` only if it was written under the same `fingerprint`."""
     device = resolve_device(settings["device"])
     model, opt = build_training(family, z, model_cfg, settings, device)
@@ -50,17 +63,37 @@ def train(run: str, family: str, z: int, model_cfg: dict, settings: dict, train_
     writer = open_log(log_dir, history)
     for epoch in progress(run, len(history), settings["epochs"]):
         t0 = time.perf_counter()
+        last_finite = {k: v.clone() for k, v in model.state_dict().items()}  # to go back to, should it blow up
         row = train_epoch(run, model, opt, schedule, train_x, settings, epoch, steps_per_epoch)
-        row.update({f"test_{t}": v for t, v in evaluate(model, test_x, eval_batch_size, eval_seed).items()})
-        check_finite(run, epoch, row, settings)
+        # An epoch that hit a non-finite loss stopped there: it has no test figures.
+        test = evaluate(model, test_x, eval_batch_size, eval_seed) if finite(row) else dict.fromkeys(TERMS, math.nan)
+        row.update({f"test_{t}": v for t, v in test.items()})
         history.append(row)
+        if not finite(row):
+            model.load_state_dict(last_finite)
+            kept = f"the model of epoch {epoch - 1}" if epoch > 1 else "the initial weights"
+            tqdm.write(
+                f"{run}: DIVERGED in epoch {epoch} (train -ELBO {row['train_total']:.4g}, test "
+                f"{row['test_total']:.4g}): training stops, keeping {kept}; try a lower lr (now "
+                f"{settings['lr']}) or logvar_clamp (e.g. 10) in train or the recipe"
+            )
+            break
         seconds = time.perf_counter() - t0
         log_epoch(writer, row, seconds)
-        tqdm.write(f"{run} epoch {epoch}: train {row['train_total']:.3f}  test {row['test_total']:.3f} "
-                   f"(recon {row['test_recon']:.3f}, KL {row['test_kl']:.3f})  {seconds:.1f}s")
-        write_torch(checkpoint, {"fingerprint": fingerprint, "model": model.state_dict(),
-                                 "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
-                                 "history": history})
+        tqdm.write(
+            f"{run} epoch {epoch}: train {row['train_total']:.3f}  test {row['test_total']:.3f} "
+            f"(recon {row['test_recon']:.3f}, KL {row['test_kl']:.3f})  {seconds:.1f}s"
+        )
+        write_torch(
+            checkpoint,
+            {
+                "fingerprint": fingerprint,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "schedule": schedule.state_dict(),
+                "history": history,
+            },
+        )
     writer.close()
     return model, history
 
@@ -72,11 +105,15 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    available = {"cuda": torch.cuda.is_available,
-                 "mps": lambda: bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()}
+    available = {
+        "cuda": torch.cuda.is_available,
+        "mps": lambda: bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available(),
+    }
     if name in available and not available[name]():
-        raise DeviceError(f"train.device is '{name}' but no {name.upper()} device is available here; "
-                          "set train.device to 'auto' or 'cpu'")
+        raise DeviceError(
+            f"train.device is '{name}' but no {name.upper()} device is available here; "
+            "set train.device to 'auto' or 'cpu'"
+        )
     return torch.device(name)
 
 
@@ -150,26 +187,28 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> tuple[torch.
     return torch.randperm(n, generator=generator).split(batch_size)
 
 
-def train_epoch(run: str, model: VAE, opt, schedule, x: torch.Tensor, settings: dict, epoch: int,
-                steps_per_epoch: int) -> dict:
-    """One pass over x; returns the epoch's mean training terms and its last lr and KL weight."""
+def train_epoch(
+    run: str, model: VAE, opt, schedule, x: torch.Tensor, settings: dict, epoch: int, steps_per_epoch: int
+) -> dict:
+    """One pass over x; returns the epoch's mean training terms and its last lr and KL weight, or NaN
+    training terms where the loss became NaN or infinite (the pass stops at that step)."""
     model.train()
     g = epoch_generator(settings["seed"], epoch)
     autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=settings["precision"] == "bf16")
     sums = dict.fromkeys(TERMS, 0.0)
-    for step, idx in enumerate(tqdm(batches(len(x), settings["batch_size"], g), desc=f"epoch {epoch}",
-                                    leave=False, disable=None)):
+    for step, idx in enumerate(
+        tqdm(batches(len(x), settings["batch_size"], g), desc=f"epoch {epoch}", leave=False, disable=None)
+    ):
         beta = kl_weight(settings, (epoch - 1) * steps_per_epoch + step, steps_per_epoch)
         xb = x[idx.to(x.device)]
         noise = torch.randn(len(xb), model.z_dim, generator=g).to(x.device)
         with autocast:
             terms = negative_elbo(model, xb, noise)
         loss = training_objective(terms, beta, settings["free_bits"])
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"{run}: loss is {loss.item()} at epoch {epoch}, step {step}; try a lower lr (now "
-                f"{settings['lr']}) or logvar_clamp (e.g. 10) in train or the recipe")
         lr = opt.param_groups[0]["lr"]
+        if not torch.isfinite(loss):
+            tqdm.write(f"{run}: loss is {loss.item()} at epoch {epoch}, step {step}")
+            return {"epoch": epoch, **{f"train_{t}": math.nan for t in TERMS}, "lr": lr, "kl_weight": beta}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if settings["grad_clip"] is not None:
@@ -181,10 +220,13 @@ def train_epoch(run: str, model: VAE, opt, schedule, x: torch.Tensor, settings: 
     return {"epoch": epoch, **{f"train_{t}": sums[t] / len(x) for t in TERMS}, "lr": lr, "kl_weight": beta}
 
 
-def check_finite(run: str, epoch: int, row: dict, settings: dict) -> None:
-    if not all(math.isfinite(v) for v in row.values()):
-        raise TrainingDiverged(f"{run}: non-finite loss after epoch {epoch}: {row}; "
-                               f"try a lower lr (now {settings['lr']})")
+def finite(row: dict) -> bool:
+    return all(math.isfinite(v) for v in row.values())
+
+
+def blew_up(history: list[dict]) -> bool:
+    """Training stopped at a NaN or infinite loss: the history's last epoch is the one that blew up."""
+    return bool(history) and not finite(history[-1])
 
 
 def log_epoch(writer: SummaryWriter, row: dict, seconds: float | None = None) -> None:
@@ -202,4 +244,4 @@ def log_epoch(writer: SummaryWriter, row: dict, seconds: float | None = None) ->
 
 def write_history(path: Path, history: list[dict]) -> None:
     table = pd.DataFrame(history, columns=HISTORY_COLUMNS)
-    write_text(path, table.to_csv(index=False, float_format="%.6f", lineterminator="\n"))
+    write_text(path, table.to_csv(index=False, float_format="%.6f", na_rep="nan", lineterminator="\n"))
