@@ -201,3 +201,14 @@ def test_every_relative_link_resolves():
                 broken.append(f"{where}: {target}: no heading #{anchor} in {dest.relative_to(ROOT)}")
     assert checked, "no relative links found"
     assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_every_metric_column_is_explained():
+    """Every key the evaluate stage writes (vae/metrics.py) has a row in docs/results.md's
+    `What each run reports` table, so a new column cannot go undocumented."""
+    from vae.metrics import METRICS
+
+    text = section("What each run reports")
+    documented = {key for cell in re.findall(r"^\| (.*?) \|", text, re.M) for key in re.findall(r"`(\w+)`", cell)}
+    missing = sorted(set(METRICS) - documented)
+    assert not missing, f"docs/results.md#what-each-run-reports does not explain {missing}"
