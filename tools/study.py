@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -95,6 +96,10 @@ def dvc(args: list[str], cwd: Path, env: dict, log: Path | None = None, stop=lam
 
 def _end_group(proc: subprocess.Popen, grace: float = 60) -> None:
     """SIGINT to DVC and the stage it runs (DVC's own clean exit), SIGKILL if they linger."""
+    if threading.current_thread() is threading.main_thread():
+        # A second Ctrl-C must not cut this wait short: it is what keeps dvc.lock whole.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
     for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)
@@ -156,6 +161,8 @@ def run_task(run: str, stages: list[str], snapshot: dict, bundle: bytes, threads
     from distributed import Event
 
     stop_event = Event(STOP_EVENT)
+    if stop_event.is_set():  # the study is stopping: a run not yet started stays so
+        raise Interrupted("stop requested")
     scratch = Path(os.environ.get("VAE_STUDY_SCRATCH") or Path(tempfile.gettempdir()) / "vae-study")
     t0 = time.monotonic()
     ws = workspace(snapshot, bundle, scratch)
@@ -363,7 +370,7 @@ def compute(todo, args, snapshot, bundle, params) -> tuple[list[dict], dict[str,
     """Every run of `todo` on the cluster; (results, {run: why it failed})."""
     import cloudpickle
     import dask
-    from distributed import Event, as_completed
+    from distributed import Event, as_completed, wait
 
     # A run whose worker dies is retried once; a second death names it (KilledWorker).
     dask.config.set({"distributed.scheduler.allowed-failures": 1})
@@ -414,11 +421,11 @@ def compute(todo, args, snapshot, bundle, params) -> tuple[list[dict], dict[str,
     except (KeyboardInterrupt, Interrupted):
         say("interrupted: stopping every run and waiting for its DVC processes to exit")
         stop.set()
-        for future in futures:
-            try:
-                future.result(timeout=120)
-            except Exception:
-                pass
+        # Each running task interrupts its DVC (SIGINT, then SIGKILL after 60 s) and returns; the
+        # others return at once. Signals meanwhile are ignored: this wait is what keeps dvc.lock whole.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        wait(list(futures), timeout=150)
         raise
     finally:
         try:
@@ -437,9 +444,8 @@ def write_log(run: str, text: str) -> None:
     path.write_text(text)
 
 
-def on_sigterm(signum, frame):
-    # SIGTERM (a batch scheduler's kill, `kill PID`) stops the study as Ctrl-C does.
-    raise Interrupted("SIGTERM")
+def on_signal(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
 
 
 def main() -> None:
@@ -478,7 +484,10 @@ def main() -> None:
             print(f"{run}: dvc repro --pull -s {' '.join(stages)}")
         return
     lock = hold_study_lock()  # noqa: F841 (held until exit)
-    signal.signal(signal.SIGTERM, on_sigterm)
+    # Ctrl-C, and SIGTERM (a batch scheduler's kill, `kill PID`), stop the study cleanly, even where
+    # the study was started with SIGINT ignored (a background job of a non-interactive shell).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     env = stage_env(args.threads)
     try:
         sys.exit(study(args, params, todo, env))
