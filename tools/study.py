@@ -354,6 +354,10 @@ def remove_workspaces(commit: str) -> None:
         shutil.rmtree(ws, ignore_errors=True)
 
 
+def duration(minutes: float) -> str:
+    return f"{minutes / 60:.1f} h" if minutes >= 90 else f"{max(minutes, 1):.0f} min"
+
+
 def progress(todo, done: list[dict], failed: dict, t0: float, params: dict) -> str:
     """[runs finished/total, elapsed, remaining at the pace so far, weighted by each run's expected cost]"""
     finished = {r["run"] for r in done} | set(failed)
@@ -514,15 +518,15 @@ def study(args, params: dict, todo, env: dict) -> int:
     done: list[dict] = []
     failed: dict[str, str] = {}
     if todo:
-        total = sum(minutes(run, params) for run, _ in todo) / 60
+        total = sum(minutes(run, params) for run, _ in todo)
         share = (
             "shared by the cluster's workers"
             if args.scheduler
-            else f"so {total / args.workers:.1f} h on {args.workers} workers here"
+            else f"so {duration(total / args.workers)} on {args.workers} workers here"
         )
         say(
             f"{len(todo)} runs to compute ({len(plan(params, args.only)) - len(todo)} up to date): about "
-            f"{total:.1f} h of training at one thread on our 2-core machine, {share}, plus 5-15% for evaluation"
+            f"{duration(total)} of training at one thread on our 2-core machine, {share}, plus 5-15% for evaluation"
         )
         snapshot, bundle = make_snapshot(remote)
         done, failed = compute(todo, args, snapshot, bundle, params)
