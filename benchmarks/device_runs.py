@@ -29,6 +29,7 @@ from benchmarks.common import load_images, train_scratch
 from stages.common import stage_main
 from vae import paths
 from vae.config import load_params, run_name, runs, train_config
+from vae.data import scored_test_images
 
 LONGEST_FIRST = ("residual", "conv", "deep_mlp", "simple_mlp")
 
@@ -46,6 +47,7 @@ def one_run(run: tuple, device: str, threads: int, epochs: int | None, log_dir: 
     log = open(Path(log_dir) / f"{name}.log" if log_dir else os.devnull, "w")
     with log, contextlib.redirect_stdout(log):
         train_x, test_x = load_images(params["data"]["dataset"])
+        test_x = scored_test_images(test_x, settings["binarize"])  # as the train stage scores the run
         t0 = time.perf_counter()
         _, history = train_scratch(name, family, z, params, settings, train_x, test_x)
         seconds = time.perf_counter() - t0

@@ -25,6 +25,7 @@ from ruamel.yaml import YAML
 
 from benchmarks.common import load_images, train_scratch
 from vae.config import TRAIN_KEYS, ParamsError, load_params, train_config, validate_train
+from vae.data import scored_test_images
 
 RESULTS = Path("benchmarks/pilots.jsonl")
 
@@ -102,8 +103,11 @@ def main() -> None:
         raise SystemExit(f"pilot: override {e}") from None
     name = "-".join([args.recipe, args.family, str(args.z)] + [f"{k}={v}" for k, v in over.items()])
     t0 = time.perf_counter()
-    # The loop reports its held-out set as "test": here that is the validation split.
-    _, history = train_scratch(name, args.family, args.z, params, settings, *validation_split(params))
+    # The loop reports its held-out set as "test": here that is the validation split, binarized once (as the
+    # test set is) for a pilot on binarized images.
+    train_x, val_x = validation_split(params)
+    val_x = scored_test_images(val_x, settings["binarize"])
+    _, history = train_scratch(name, args.family, args.z, params, settings, train_x, val_x)
     # A run that blew up ends with a non-finite row (vae.training stops there): score the epoch before it
     # and say so, rather than write NaN into the table.
     diverged = not all(math.isfinite(v) for v in history[-1].values())
@@ -113,7 +117,8 @@ def main() -> None:
         "run": f"{args.recipe}-{args.family}-{args.z}",
         "overrides": over,
         "settings": settings,
-        "scored_on": f"validation: the last {params['data']['validation']} training images",
+        "scored_on": f"validation: the last {params['data']['validation']} training images"
+        + (", binarized once" if settings["binarize"] != "none" else ""),
         **{f"val_{t}": round(last[f"test_{t}"], 3) for t in ("total", "recon", "kl")},
         "train_total": round(last["train_total"], 3),
         "epochs": len(history),

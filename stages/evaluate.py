@@ -3,7 +3,10 @@
 Writes metrics/runs/RUN.json (the DVC metric: one row of `dvc metrics show` per
 run, the keys of vae/metrics.py) and metrics/details/RUN.json (what the row cannot
 hold). A run whose training stopped at a NaN or infinite loss is evaluated too, on
-the model it kept (the one before that epoch), and marked `diverged`. With VAE_RESTORE_ONLY
+the model it kept (the one before that epoch), and marked `diverged`. A binarized run (its model
+file records `binarize: dynamic`, written by the train stage) is scored on the fixed binarization of
+the test set, its IW bound on eval.nll_images (all by default) in batches of eval.nll_batch: an upper
+bound on the NLL of binarized MNIST, with its standard error over the images. With VAE_RESTORE_ONLY
 set (the study's assembly step) it refuses to compute: runs come from DVC's run-cache there.
 """
 
@@ -15,10 +18,10 @@ from stages.common import parse_args, refuse_if_restore_only, run_params, stage_
 from vae import paths
 from vae.atomic import write_json
 from vae.checkpoints import load_model
-from vae.data import load_split, to_float
+from vae.data import load_split, scored_test_images, to_float
 from vae.evaluation import full_report
 from vae.losses import evaluate
-from vae.metrics import METRICS
+from vae.metrics import BINARIZED_METRICS, METRICS
 
 
 def main() -> None:
@@ -29,14 +32,17 @@ def main() -> None:
     model, state = load_model(paths.model(run), args.family, args.z)
     if params["train"]["channels_last"]:  # the IW bound decodes K samples per image: use the fast layout
         model = model.to(memory_format=torch.channels_last)
-    test_x = to_float(load_split(paths.data(dataset), dataset, "test")[0])
+    # How the model was trained says what it is scored on; the model file (a dep) records it, so no param is read.
+    binarize = state.get("binarize", "none")
+    binarized = binarize != "none"
+    test_x = scored_test_images(to_float(load_split(paths.data(dataset), dataset, "test")[0]), binarize)
     elbo = evaluate(model, test_x, ev["batch_size"], ev["seed"], ev["z_samples"])
     report = full_report(
         model,
         test_x,
         iw_samples=ev["iw_samples"],
-        iw_images=ev["iw_images"],
-        iw_batch=ev["iw_batch"],
+        iw_images=ev["nll_images"] if binarized else ev["iw_images"],
+        iw_batch=ev["nll_batch"] if binarized else ev["iw_batch"],
         seed=ev["seed"],
         batch_size=ev["batch_size"],
         kl_threshold=ev["collapse_kl"],
@@ -44,8 +50,9 @@ def main() -> None:
     )
     diverged = state.get("diverged")  # the train stage's note of why training stopped early, if it did
     values = {**elbo, **report}
+    reported = {**METRICS, **(BINARIZED_METRICS if binarized else {})}
     metrics = {
-        **{k: round(values[k], 4) for k in METRICS},
+        **{k: round(values[k], 4) for k in reported},
         "collapsed": report["collapsed"],
         "diverged": bool(diverged),
     }
@@ -67,7 +74,13 @@ def main() -> None:
         "eval_seed": ev["seed"],
         "diverged": diverged,
     }
-    if dataset == "mnist":
+    if binarized:
+        details["binarize"] = binarize
+        details["targets"] = (
+            "the fixed binarization of the test set (vae/data.py); iw_bound is an upper bound on the NLL "
+            "of binarized images, iw_bound_se its standard error over the iw_images images"
+        )
+    elif dataset == "mnist":  # the study's units, for the grey-level runs set beside the study's table
         # The study's table looks like the summed loss of the last, partial test batch
         # (10000 = 78 * 128 + 16 images at batch size 128); give that figure too.
         tail = len(test_x) % ev["study_batch_size"] or ev["study_batch_size"]
@@ -83,9 +96,15 @@ def main() -> None:
     write_json(paths.metrics(run), metrics)
     write_json(paths.details(run), details)
     collapsed = f"  COLLAPSED: {'; '.join(report['collapse_reasons'])}" if report["collapsed"] else ""
+    bound = (
+        f"NLL upper bound {report['iw_bound']:.3f} ± {report['iw_bound_se']:.3f} (SE over "
+        f"{report['iw_images']} images) nats/image on binarized {dataset}"
+        if binarized
+        else f"IW bound {report['iw_bound']:.3f} nats/image"
+    )
     print(
         f"{run}: -ELBO {elbo['total']:.3f} (recon {elbo['recon']:.3f}, KL {elbo['kl']:.3f}), "
-        f"IW bound {report['iw_bound']:.3f} nats/image (K={ev['iw_samples']}), "
+        f"{bound} (K={ev['iw_samples']}), "
         f"AU {report['active_units']}/{args.z}, MI {report['mutual_info']:.3f}{collapsed}"
         + (f"  DIVERGED: {diverged}" if diverged else "")
     )

@@ -8,7 +8,7 @@ from stages.common import parse_args, run_params, stage_main
 from vae import paths, plots
 from vae.checkpoints import load_model
 from vae.config import cell_name
-from vae.data import DATASETS, load_split, to_float
+from vae.data import DATASETS, load_split, scored_test_images, to_float
 from vae.evaluation import posterior_stats
 
 
@@ -16,10 +16,11 @@ def main() -> None:
     args = parse_args(__doc__, per="cell")
     params, run = run_params(args)
     cfg, dataset = params["plot"], params["data"]["dataset"]
-    model, _ = load_model(paths.model(run), args.family, args.z)
+    model, state = load_model(paths.model(run), args.family, args.z)
     out = paths.run_plots(cell_name(args.recipe, args.family, args.z))
     images, labels = load_split(paths.data(dataset), dataset, "test")
-    test_x = to_float(images)
+    # A binarized run is shown the test images it was scored on: the fixed binarization.
+    test_x = scored_test_images(to_float(images), state.get("binarize", "none"))
     plots.manifold(model, out / "manifold.png", cfg["grid"], cfg["quantile"])
     mu, _ = posterior_stats(model, test_x, params["eval"]["batch_size"])
     title = DATASETS[dataset].title

@@ -6,8 +6,10 @@ the code it imports and the torch version. The checkpoint is removed once the
 model is written. TensorBoard logs go to logs/RUN. A run whose loss becomes NaN or
 infinite stops there and still succeeds: it writes the model of the last finite epoch,
 marked `diverged`, and the history up to the epoch that blew up, so the comparison counts
-it. With VAE_RESTORE_ONLY set (the study's assembly step) it refuses to train: runs come
-from DVC's run-cache there.
+it. A binarized run (train.binarize: dynamic) reports its per-epoch test loss on the fixed
+binarization of the test set, and its model file records `binarize`, so the stages that
+load it (evaluate, plot) score it on the same bits. With VAE_RESTORE_ONLY set (the study's
+assembly step) it refuses to train: runs come from DVC's run-cache there.
 """
 
 import json
@@ -19,7 +21,7 @@ from stages.common import code_fingerprint, fingerprint, parse_args, refuse_if_r
 from vae import paths
 from vae.checkpoints import save_model
 from vae.config import train_config
-from vae.data import MANIFEST, load_split, to_float
+from vae.data import MANIFEST, load_split, scored_test_images, to_float
 from vae.models import count_parameters
 from vae.training import blew_up, train, write_history
 
@@ -54,7 +56,7 @@ def main() -> None:
             model_cfg,
             settings,
             to_float(train_images),
-            to_float(test_images),
+            scored_test_images(to_float(test_images), settings["binarize"]),
             checkpoint=paths.checkpoint(run),
             log_dir=paths.logs(run),
             eval_seed=params["eval"]["seed"],
@@ -69,6 +71,8 @@ def main() -> None:
         raise
     write_history(paths.history(run), history)
     extra: dict[str, int | str] = {"epochs": len(history), "parameters": count_parameters(model)}
+    if settings["binarize"] != "none":  # only then: a grey-level run writes the same bytes as ever
+        extra["binarize"] = settings["binarize"]
     if blew_up(history):  # only then: a run that did not diverge writes the same bytes as ever
         epoch = history[-1]["epoch"]
         kept = f"the model of epoch {epoch - 1}" if epoch > 1 else "the initial weights"

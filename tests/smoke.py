@@ -21,11 +21,13 @@ SMOKE = {
     "plot.grid": 4,
     "eval.iw_samples": 20,
     "eval.iw_images": 200,
+    "eval.nll_images": 200,
     "seeds": [0, 1],
 }
-# The end-to-end matrix: both recipes, both latent sizes, the simplest and the most complex family
-# (the other two differ only in the model registry, which the unit tests cover): 16 runs.
-MATRIX = {**SMOKE, "families": ["simple_mlp", "residual"]}
+# The end-to-end matrix: a grey-level and the binarized recipe (`tuned` is `binarized` without the
+# binarization), both latent sizes, the simplest and the most complex family (the other two differ
+# only in the model registry, which the unit tests cover): 16 runs.
+MATRIX = {**SMOKE, "recipes": ["study", "binarized"], "families": ["simple_mlp", "residual"]}
 
 
 def sh(*cmd, cwd, env=None):

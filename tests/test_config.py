@@ -76,6 +76,13 @@ def broken(path: str, value):
         ("recipes", ["study", "tuned-2"], "recipe name 'tuned-2' in 'recipes'"),
         ("recipe.fast run", {}, "recipe name 'fast run' in 'recipe'"),
         ("families", ["conv", "conv-net"], "family name 'conv-net' in 'families'"),
+        ("train.binarize", "static", "'train.binarize' is 'static'; allowed: none, dynamic"),
+        ("train.binarize", None, "'train.binarize' is None; allowed: none, dynamic"),
+        ("train.binarize", KeyError, "missing key 'train.binarize'"),
+        ("recipe.binarized.binarize", True, "'recipe.binarized.binarize' is True; allowed: none, dynamic"),
+        ("recipe.tuned.families.conv", {"binarize": "yes"}, "'recipe.tuned.families.conv.binarize' is 'yes'"),
+        ("eval.nll_images", 1, "'eval.nll_images' must be an integer >= 2 or null, got 1"),
+        ("eval.nll_batch", 0, "'eval.nll_batch' must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_params_name_the_key(path, value, named):
@@ -150,6 +157,16 @@ def test_a_recipe_overrides_train_and_the_study_overrides_nothing():
     )
 
 
+def test_the_binarized_recipe_is_the_tuned_one_on_binarized_images():
+    # The YAML merge in params.yaml copies the tuned recipe, its per-family settings included.
+    for family in BASE["families"]:
+        for seed in BASE["seeds"]:
+            tuned = train_config(BASE, "tuned", family, seed)
+            assert train_config(BASE, "binarized", family, seed) == {**tuned, "binarize": "dynamic"}
+            assert tuned["binarize"] == "none" and train_config(BASE, "study", family, seed)["binarize"] == "none"
+    assert BASE["recipes"] == ["study", "tuned", "binarized"] and len(runs(BASE)) == 72
+
+
 def test_yaml_1_2_reads_exponent_floats(tmp_path):
     # PyYAML (YAML 1.1) would read 1e-3 as the string "1e-3".
     text = tmp_path / "p.yaml"
@@ -165,7 +182,7 @@ def test_defaults_are_the_study_protocol():
     # Every collapse remedy is off in the study's protocol.
     assert BASE["train"]["lr_schedule"] == "constant" and BASE["train"]["kl_warmup_epochs"] == 0
     assert BASE["train"]["free_bits"] == 0 and BASE["recipes"][0] == "study" and not BASE["recipe"]["study"]
-    assert BASE["train"]["optimizer"] == "adam"
+    assert BASE["train"]["optimizer"] == "adam" and BASE["train"]["binarize"] == "none"  # grey-level targets
     assert BASE["latent_dims"] == [1, 2]
     assert BASE["data"]["local_mirror"] is None  # the offline mirror is configuration, never a default
 

@@ -11,6 +11,7 @@ from vae.training import resolve_device, train
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
 SETTINGS = {
+    "binarize": "none",
     "optimizer": "adam",
     "lr": 1e-3,
     "lr_schedule": "cosine",

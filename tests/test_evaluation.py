@@ -5,6 +5,7 @@ import torch
 from torch.distributions import Normal
 
 from tests.test_training import SETTINGS, data
+from vae.data import binarize
 from vae.evaluation import (
     active_units,
     collapse,
@@ -15,7 +16,7 @@ from vae.evaluation import (
     posterior_stats,
 )
 from vae.losses import evaluate, reconstruction_nll
-from vae.models import build_model
+from vae.models import VAE, build_model
 from vae.training import train
 
 
@@ -104,25 +105,68 @@ def test_chunked_iw_estimates_equal_one_chunk_on_the_same_draws(trained):
         assert all(torch.allclose(c, w, rtol=0, atol=1e-3) for c, w in zip(chunked, whole)), chunk
 
 
-def test_iw_bound_converges_to_the_exact_marginal_of_a_one_dimensional_model():
-    torch.manual_seed(0)
-    model = build_model("simple_mlp", 1, {"hidden": 32}).eval()
-    with torch.no_grad():  # q(z|x) of std 0.5: a proposal twice as wide as the posterior (std ~0.25)
-        model.encoder[-1].bias[1] = 2 * math.log(0.5)
-    x = blobs(3, 2)
-    # -log p(x) = -log ∫ p(x|z) p(z) dz as a Riemann sum over a fine grid of z.
+def exact_nll(model, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x) = -log ∫ p(x|z) p(z) dz of a z=1 model, per image, as a Riemann sum over a fine grid of z."""
     z = torch.linspace(-10.0, 10.0, 4001)
     with torch.no_grad():
         log_joint = torch.stack(
             [-reconstruction_nll(model.decode(z[:, None]), xi.expand(len(z), -1, -1, -1)) for xi in x]
         ) + Normal(0.0, 1.0).log_prob(z)
-    exact = -(torch.logsumexp(log_joint, 1) + math.log(z[1] - z[0]))
     # The grid must hold the posterior and resolve it: its ends carry no mass, its step << the posterior's std.
     posterior = log_joint.softmax(1)
     mean = (posterior * z).sum(1)
     assert posterior[:, [0, -1]].max() < 1e-12 and ((posterior * (z - mean[:, None]) ** 2).sum(1).sqrt() > 0.1).all()
+    return -(torch.logsumexp(log_joint, 1) + math.log(z[1] - z[0]))
+
+
+def one_dimensional_model() -> VAE:
+    torch.manual_seed(0)
+    model = build_model("simple_mlp", 1, {"hidden": 32}).eval()
+    with torch.no_grad():  # q(z|x) of std 0.5: a proposal twice as wide as the posterior (std ~0.25)
+        model.encoder[-1].bias[1] = 2 * math.log(0.5)
+    return model
+
+
+def test_iw_bound_converges_to_the_exact_marginal_of_a_one_dimensional_model():
+    model, x = one_dimensional_model(), blobs(3, 2)
     bound = iw_bound(model, x, 2000, torch.Generator().manual_seed(0))
-    assert (bound - exact).abs().max() < 0.1  # ~5 standard deviations of the K=2000 estimate
+    assert (bound - exact_nll(model, x)).abs().max() < 0.1  # ~5 standard deviations of the K=2000 estimate
+
+
+def test_on_binarized_images_the_bound_falls_with_k_towards_the_exact_nll_and_stays_above_it():
+    # On 0/1 targets p(x|z) is a normalised Bernoulli likelihood, so -log p(x) is a true NLL, and the IW bound
+    # bounds it from above: E[bound_K] >= E[bound_2K] >= -log p(x), the bound falling towards it as K grows.
+    model, x = one_dimensional_model(), binarize(blobs(4, 2), torch.Generator().manual_seed(0))
+    exact = exact_nll(model, x)
+    # The mean over 50 seeds of each K's bound: one estimate has noise, the expectation falls with K. (Each seed's
+    # smaller K draws the first samples of its larger K, so the differences are far steadier than the bounds.)
+    bounds = {
+        k: torch.stack([iw_bound(model, x, k, torch.Generator().manual_seed(s)) for s in range(50)]).mean(0)
+        for k in (1, 4, 16, 1000)
+    }
+    gaps = {k: (b - exact).mean().item() for k, b in bounds.items()}  # nats above the exact NLL
+    assert gaps[1] > gaps[4] > gaps[16] > gaps[1000] > -0.005, gaps
+    assert gaps[1] > 0.3 and abs(gaps[1000]) < 0.005, gaps  # a real gap at K=1, closed at K=1000
+    assert ((bounds[1000] - exact) > -0.02).all()  # image by image too, up to the Monte Carlo noise
+
+
+def test_the_bounds_standard_error_is_over_the_images_it_averages(trained):
+    x = binarize(blobs(60, 4), torch.Generator().manual_seed(1))
+    report = full_report(
+        trained,
+        x,
+        iw_samples=20,
+        iw_images=None,
+        iw_batch=7,
+        seed=3,
+        batch_size=60,
+        kl_threshold=0.01,
+        au_threshold=0.01,
+    )
+    g = torch.Generator().manual_seed(3)  # all images: the generator draws the K samples only, batch by batch
+    per_image = torch.cat([iw_bound(trained, xb, 20, g) for xb in x.split(7)])
+    assert report["iw_bound"] == pytest.approx(per_image.mean().item(), abs=1e-9)
+    assert report["iw_bound_se"] == pytest.approx((per_image.std() / math.sqrt(60)).item(), rel=1e-9)
 
 
 def test_active_units_count_a_dead_dimension():

@@ -18,9 +18,11 @@ def _write_run(
     collapsed: bool = False,
     train: tuple[float, float] | None = None,
     nulls: tuple[str, ...] = (),
+    binarized: tuple[float, float] | None = None,
 ) -> None:
     """A run's metrics, details and a two-epoch history; train: the two epochs' training -ELBO;
-    nulls: metrics written as null, as the evaluate stage writes a diverged run's non-finite figures."""
+    nulls: metrics written as null, as the evaluate stage writes a diverged run's non-finite figures;
+    binarized: (NLL bound, its SE over images) of a binarized run, as the evaluate stage writes one."""
     recipe, family, z, seed = run.split("-")
     metrics = {
         "total": total,
@@ -35,6 +37,8 @@ def _write_run(
         "diverged": bool(nulls),
     }
     metrics.update(dict.fromkeys(nulls))
+    if binarized:
+        metrics.update(iw_bound=binarized[0], iw_bound_se=binarized[1])
     details = {
         "units": "nats per image",
         "dataset": "mnist",
@@ -53,6 +57,9 @@ def _write_run(
         "eval_seed": 0,
         "study_last_batch": {"images": 16, "total": total * 16, "recon": recon * 16, "kl": kl * 16},
     }
+    if binarized:  # all 10,000 test images, binarized: no study-units figure
+        details.update(iw_images=10000, binarize="dynamic")
+        del details["study_last_batch"]
     for path, obj in ((paths.metrics(run), metrics), (paths.details(run), details)):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(obj))
@@ -285,3 +292,95 @@ def test_missing_run_metrics_names_the_stage(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"dvc repro evaluate@study-conv-2-1"):
         report.load_runs([("study", "conv", 2, 1)])
+
+
+def test_binarized_runs_get_their_own_section_beside_the_published_figures(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grey = {"study-deep_mlp-2": [(150, 140, 10), (152, 142, 10)], "tuned-deep_mlp-2": [(134, 127, 7), (135, 128, 7)]}
+    # deep_mlp z=2: the two calibration runs (NLL bound 132.44 and 131.86, SE 0.46); simple_mlp z=2 well behind;
+    # conv z=2 between the two published figures; z=1: no published figure.
+    bits = {
+        "binarized-deep_mlp-2": [(134.67, 127.5, 7.2, 132.44), (134.06, 127.0, 7.1, 131.86)],
+        "binarized-simple_mlp-2": [(142.0, 136.0, 6.0, 140.0), (143.0, 137.0, 6.0, 141.0)],
+        "binarized-conv-2": [(136.0, 129.0, 7.0, 134.0), (136.2, 129.1, 7.1, 134.2)],
+        "binarized-deep_mlp-1": [(150.0, 146.0, 4.0, 149.0), (151.0, 147.0, 4.0, 150.0)],
+    }
+    run_list = []
+    for cell, per_seed in {**grey, **bits}.items():
+        recipe, family, z = cell.split("-")
+        for seed, v in enumerate(per_seed):
+            bound = (v[3], 0.46) if recipe == "binarized" else None
+            _write_run(run_name(recipe, family, int(z), seed), *v[:3], binarized=bound)
+            run_list.append((recipe, family, int(z), seed))
+    runs = report.load_runs(run_list)
+    assert runs["binarized"].tolist() == [False] * 4 + [True] * 8
+    kwargs = {
+        "json_path": tmp_path / "c.json",
+        "cells_dir": tmp_path / "cells",
+        "csv_path": tmp_path / "c.csv",
+        "curves_path": tmp_path / "curves.csv",
+        "md_path": tmp_path / "c.md",
+        "png_path": tmp_path / "c.png",
+    }
+    report.write_comparison(runs, report.load_curves(run_list), "mnist", **kwargs)
+    md = re.sub(r" +", " ", (tmp_path / "c.md").read_text())
+    # The grey-level legend and tables are as before: their IW subset, grey targets, the side-by-side of the two.
+    assert "on a fixed random subset of 1000 test images" in md and "The targets are grey levels" in md
+    assert "| deep_mlp | 2 | 151.00 ± 1.41 | 134.50 ± 0.71 | -16.50 |" in md and "−ELBO binarized" not in md
+    assert "| deep_mlp | 2 | 2933.6 | 2773.8 | 159.8 | 2400.0 / 2432.0 |" in md  # beside recipe `study` only
+    # The binarized recipe's table names the bound for what it is there.
+    binarized = md[md.index("## Recipe `binarized`") :]
+    assert "All cells are on binarized MNIST: their IW bound is an upper bound on the NLL." in binarized
+    assert "| NLL upper bound (IW) |" in binarized and "| IW bound |" not in binarized.split("##")[1]
+    assert "over 10000 test images with K=1000, give an upper bound on the negative log-likelihood" in md
+    # Beside the published figures: ahead, level or behind within the noise, computed from the numbers.
+    section = md[md.index("## Binarized MNIST beside published likelihoods") :]
+    assert 'Davidson et al. 2018, "Hyperspherical Variational Auto-Encoders" (UAI 2018), Table 1' in section
+    assert "Gaussian VAE 135.73 nats; hyperspherical S-VAE 132.50 nats" in section
+    assert "K=500 importance samples per image, ours K=1000 on 10000 test images" in section
+    assert "ours 3 families of 10 parameters" in section and "ours over seeds 0/1" in section
+    assert "No published figure for z=1 is known to us" in section
+    # 132.15 ± 0.41 over seeds, SE 0.46: noise 0.62; 3.58 below 135.73 (ahead), 0.35 below 132.50 (level).
+    assert (
+        "| binarized | deep_mlp | 2 | 134.37 ± 0.43 | 132.15 ± 0.41 | 0.46 | 0.62 | ahead by 3.58 | level (-0.35) |"
+        in section
+    )
+    assert (
+        "| binarized | simple_mlp | 2 | 142.50 ± 0.71 | 140.50 ± 0.71 | 0.46 | 0.84 | behind by 4.77 | behind by 8.00 |"
+        in section
+    )
+    assert (
+        "| binarized | conv | 2 | 136.10 ± 0.14 | 134.10 ± 0.14 | 0.46 | 0.48 | ahead by 1.63 | behind by 1.60 |"
+        in section
+    )
+    assert (
+        "| binarized | deep_mlp | 1 | 150.50 ± 0.71 | 149.50 ± 0.71 | 0.46 | 0.84 | no published z=1 figure |"
+        in section
+    )
+    assert (
+        "- Against the Gaussian VAE (135.73 nats): ahead: `binarized` deep_mlp z=2, `binarized` conv z=2; "
+        "level: none; behind: `binarized` simple_mlp z=2." in section
+    )
+    assert (
+        "- Against the hyperspherical S-VAE (132.50 nats): ahead: none; level: `binarized` deep_mlp z=2; "
+        "behind: `binarized` simple_mlp z=2, `binarized` conv z=2." in section
+    )
+    # The files: a binarized cell says so, with its SE; a grey-level cell's entries are as they always were.
+    comparison = json.loads((tmp_path / "c.json").read_text())
+    assert comparison["binarized"]["deep_mlp-2"]["iw_bound_se"] == {"0": 0.46, "1": 0.46}
+    assert (
+        comparison["binarized"]["deep_mlp-2"]["binarized"] is True
+        and "binarized" not in comparison["tuned"]["deep_mlp-2"]
+    )
+    assert json.loads((tmp_path / "cells" / "binarized-deep_mlp-2.json").read_text())["iw_bound_se"] == 0.46
+    assert "iw_bound_se" not in json.loads((tmp_path / "cells" / "tuned-deep_mlp-2.json").read_text())
+
+
+def test_no_published_section_without_binarized_runs_or_beside_another_data_set(tmp_path, monkeypatch):
+    runs, _ = _runs(tmp_path, monkeypatch, {"tuned-conv-2": [(140, 131, 9)]})
+    assert "beside published" not in report.markdown(runs, report.aggregate(runs), "mnist")
+    monkeypatch.chdir(tmp_path)
+    _write_run("binarized-conv-2-0", 136, 129, 7, binarized=(134.0, 0.5))
+    runs = report.load_runs([("binarized", "conv", 2, 0)])
+    fashion = report.markdown(runs, report.aggregate(runs), "fashion_mnist")
+    assert "## Recipe `binarized`" in fashion and "beside published" not in fashion

@@ -1,3 +1,4 @@
+import hashlib
 import math
 import os
 import re
@@ -12,12 +13,14 @@ import torch.nn.functional as F
 
 from vae import training
 from vae.checkpoints import CheckpointError, load_model, save_model
-from vae.losses import evaluate
+from vae.data import binarize
+from vae.losses import evaluate, negative_elbo
 from vae.models import build_model
 from vae.training import (
     HISTORY_COLUMNS,
     DeviceError,
     batches,
+    bits_generator,
     blew_up,
     epoch_generator,
     kl_weight,
@@ -41,6 +44,7 @@ SETTINGS = {
     "precision": "fp32",
     "channels_last": True,
     "device": "cpu",
+    "binarize": "none",
 }
 CFG = {"hidden": 16}
 RUN = "simple_mlp-2"
@@ -305,3 +309,151 @@ def test_the_train_stage_does_not_run_the_evaluation_code():
     imported = r.stdout.split()
     assert "vae/training.py" in imported and "vae/losses.py" in imported
     assert "vae/evaluation.py" not in imported
+
+
+# --- binarized MNIST (train.binarize: dynamic) ------------------------------------------------------------------
+
+BINARIZED = {**SETTINGS, "binarize": "dynamic"}
+
+
+def model_inputs(monkeypatch, tmp_path, settings, **kwargs) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, noise) of every training step, as the loop hands them to the model."""
+    seen = []
+
+    def spy(model, xb, noise=None):
+        seen.append((xb.clone(), noise.clone()))
+        return negative_elbo(model, xb, noise)
+
+    monkeypatch.setattr(training, "negative_elbo", spy)
+    run(tmp_path, settings, **kwargs)
+    return seen
+
+
+def digest(inputs) -> str:
+    h = hashlib.sha256()
+    for xb, noise in inputs:
+        h.update(xb.numpy().tobytes())
+        h.update(noise.numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_grey_level_training_draws_the_random_numbers_it_drew_before_binarization_existed(tmp_path, monkeypatch):
+    # The batches and noise of this 2-epoch run, recorded with the code before train.binarize existed. They depend
+    # on the generators alone, not on floating-point arithmetic, so the hash holds on every machine.
+    inputs = model_inputs(monkeypatch, tmp_path, SETTINGS)
+    assert digest(inputs) == "f80bd6fade764e9d80510f4b139dd992071a0105b894648cb03685059c47fab1"
+
+
+# sha256 of the weights and the history CSV of 2-epoch runs, recorded with the code before train.binarize existed
+# (torch 2.14.1, one thread, AVX512). Float results differ with the CPU's instruction set, the thread count and the
+# torch version, so elsewhere the test is skipped; the hash of the random draws above holds everywhere.
+BEFORE_BINARIZE = {
+    "simple_mlp": (
+        {"hidden": 16},
+        {},
+        "67298cdf4d402cde972cf4aa9f2b3cb3fd8fa7256990eec0506dfd7fa361449c",
+        "3b9ccbaab273f8fad6b919302de29b39bf7060f2f01623bbaa8fee309c64562e",
+    ),
+    "conv": (
+        {"channels": [4, 8, 8], "hidden": 16},
+        {"lr_schedule": "cosine", "kl_warmup_epochs": 1, "free_bits": 0.5},
+        "84d08425ad44193f85630cab6c3e2e6e4bde7572c17a256d5883aa56ebe03ae1",
+        "abe4aadbf7e98aa68e61dffe1f897edc39f352c3200c4d39d41006a7499d8e6a",
+    ),
+    "residual": (
+        {"channels": [4, 8], "blocks": 1, "hidden": 16},
+        {},
+        "56b129717d901e0c71a5b48715201b578565cdff478575c2d20b35ba57aed0ab",
+        "816630a29d270becc02f4e69909f818794eb123abec9e26381c7b7d5cceeaf0d",
+    ),
+}
+
+
+@pytest.mark.skipif(
+    not torch.__version__.startswith("2.14.1") or torch.backends.cpu.get_cpu_capability() != "AVX512",
+    reason="the recorded float results are of torch 2.14.1 on an AVX512 CPU",
+)
+@pytest.mark.parametrize("family", sorted(BEFORE_BINARIZE))
+def test_grey_level_runs_train_the_models_they_trained_before_binarization_existed(tmp_path, family):
+    cfg, over, weights, history_csv = BEFORE_BINARIZE[family]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, history = train(
+            f"{family}-2",
+            family,
+            2,
+            cfg,
+            {**SETTINGS, **over},
+            data(),
+            data(50, 1),
+            checkpoint=tmp_path / "c.pt",
+            log_dir=tmp_path / "logs",
+            eval_seed=1,
+            eval_batch_size=25,
+            fingerprint="fp",
+        )
+    finally:
+        torch.set_num_threads(threads)
+    write_history(tmp_path / "h.csv", history)
+    h = hashlib.sha256()
+    for v in model.state_dict().values():
+        h.update(v.contiguous().numpy().tobytes())
+    assert (h.hexdigest(), hashlib.sha256((tmp_path / "h.csv").read_bytes()).hexdigest()) == (weights, history_csv)
+
+
+def test_a_binarized_run_trains_on_fresh_bits_with_the_grey_runs_batches_and_noise(tmp_path, monkeypatch):
+    grey = model_inputs(monkeypatch, tmp_path, SETTINGS, name="grey.pt")
+    binarized = model_inputs(monkeypatch, tmp_path, BINARIZED, name="bits.pt")
+    x, per_epoch = data(), len(grey) // SETTINGS["epochs"]
+    for epoch in (1, 2):
+        g, bits = epoch_generator(SETTINGS["seed"], epoch), bits_generator(SETTINGS["seed"], epoch)
+        steps = slice((epoch - 1) * per_epoch, epoch * per_epoch)
+        for (xb, noise), (grey_xb, grey_noise), idx in zip(binarized[steps], grey[steps], batches(len(x), 32, g)):
+            assert torch.equal(noise, grey_noise) and torch.equal(grey_xb, x[idx])  # the same batches and noise
+            assert torch.equal(xb, binarize(x[idx], bits))  # drawn from its own generator, batch by batch
+            assert set(xb.unique().tolist()) == {0.0, 1.0}
+
+    # Every use of an image draws new bits: no image gets its epoch-1 binarization again in epoch 2.
+    def bits_by_image(epoch: int) -> torch.Tensor:
+        steps = binarized[(epoch - 1) * per_epoch : epoch * per_epoch]
+        order = torch.cat(batches(len(x), 32, epoch_generator(SETTINGS["seed"], epoch)))
+        return torch.cat([xb for xb, _ in steps])[order.argsort()]
+
+    assert len(binarized) == len(grey)
+    assert not (bits_by_image(1) == bits_by_image(2)).flatten(1).all(1).any()
+
+
+def test_a_resumed_binarized_run_draws_the_bits_of_the_uninterrupted_run(tmp_path):
+    whole, history = run(tmp_path, BINARIZED, name="whole.pt")
+    run(tmp_path, {**BINARIZED, "epochs": 1}, name="part.pt")
+    resumed, resumed_history = run(tmp_path, BINARIZED, name="part.pt")
+    assert resumed_history == history and same_weights(resumed, whole)
+
+
+def bits_digest(seed: int = 3) -> str:
+    """sha256 of the bits a binarized run of `seed` trains on in its first two epochs."""
+    h, x = hashlib.sha256(), data()
+    for epoch in (1, 2):
+        bits = bits_generator(seed, epoch)
+        for idx in batches(len(x), 32, epoch_generator(seed, epoch)):
+            h.update(binarize(x[idx], bits).numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_two_processes_draw_the_same_bits_whatever_their_threads():
+    # What two workers of the study (or a run and its resumption on another machine) draw for one seed.
+    root = Path(__file__).resolve().parents[1]
+    code = "from tests.test_training import bits_digest; print(bits_digest())"
+    out = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": threads},
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for threads in ("1", "2")
+    ]
+    assert out == [bits_digest()] * 2

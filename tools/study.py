@@ -45,11 +45,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vae.config import ParamsError, load_params, run_name, runs  # noqa: E402
+from vae.config import ParamsError, load_params, run_name, runs, train_config  # noqa: E402
 
 # Minutes per 50-epoch run at one thread on the 2-core development machine (README, Speed);
 # only the order matters: the longest runs start first so no worker is left with one at the end.
 COST = {"residual": 27, "conv": 14, "deep_mlp": 4.5, "simple_mlp": 2.7}
+# A binarized run's evaluation adds the IW bound on all 10,000 test images at K=1000 (minutes at one
+# thread, extrapolated from 500 images; docs/speed.md).
+NLL_COST = {"residual": 19, "conv": 11, "deep_mlp": 2.5, "simple_mlp": 1.7}
 # Where a checkout's results go when no DVC remote is configured: outside the checkout,
 # shared by every checkout of this user, so a second clone pulls what the first computed.
 DEFAULT_REMOTE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vae-study" / "remote"
@@ -224,8 +227,13 @@ def plan(params: dict, only: str | None = None) -> list[tuple[str, list[str]]]:
 
 def minutes(run: str, params: dict) -> float:
     """Expected minutes of a run on one thread of the development machine, scaled to params' size."""
+    recipe, family = run.split("-")[:2]
     images = params["data"]["train_subset"] or 60000
-    return COST.get(run.split("-")[1], 10) * params["train"]["epochs"] / 50 * images / 60000
+    total = COST.get(family, 10) * params["train"]["epochs"] / 50 * images / 60000
+    if train_config(params, recipe, family, 0)["binarize"] != "none":
+        ev = params["eval"]
+        total += NLL_COST.get(family, 10) * (ev["nll_images"] or 10000) / 10000 * ev["iw_samples"] / 1000
+    return total
 
 
 def hold_study_lock() -> object:
@@ -526,7 +534,7 @@ def study(args, params: dict, todo, env: dict) -> int:
         )
         say(
             f"{len(todo)} runs to compute ({len(plan(params, args.only)) - len(todo)} up to date): about "
-            f"{duration(total)} of training at one thread on our 2-core machine, {share}, plus 5-15% for evaluation"
+            f"{duration(total)} of training (and likelihood evaluation) at one thread on our 2-core machine, {share}"
         )
         snapshot, bundle = make_snapshot(remote)
         done, failed = compute(todo, args, snapshot, bundle, params)

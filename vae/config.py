@@ -24,6 +24,9 @@ DEVICES = ("cpu", "cuda", "mps", "auto")
 OPTIMIZERS = ("adam",)
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
+# none: the study's grey-level targets; dynamic: binarized MNIST, each training image re-drawn as
+# Bernoulli(grey level) whenever used and scored on one fixed binarization of the test set (vae/data.py).
+BINARIZE = ("none", "dynamic")
 TRAIN_KEYS = (
     "optimizer",
     "lr",
@@ -37,6 +40,7 @@ TRAIN_KEYS = (
     "precision",
     "channels_last",
     "device",
+    "binarize",
 )
 # Recipe and family names are parts of DVC stage names (train@RECIPE-FAMILY-Z-SEED), of the
 # stages' command lines and of file names: letters, digits and '_' only.
@@ -258,14 +262,17 @@ def _validate_eval(params: dict) -> None:
             "iw_samples",
             "iw_images",
             "iw_batch",
+            "nll_images",
+            "nll_batch",
             "active_threshold",
             "collapse_kl",
         ),
     )
     _int(ev, "seed", "eval.seed", lo=0)
-    for k in ("batch_size", "z_samples", "study_batch_size", "iw_samples", "iw_batch"):
+    for k in ("batch_size", "z_samples", "study_batch_size", "iw_samples", "iw_batch", "nll_batch"):
         _int(ev, k, f"eval.{k}")
     _int(ev, "iw_images", "eval.iw_images", optional=True)
+    _int(ev, "nll_images", "eval.nll_images", lo=2, optional=True)  # a standard error needs two images
     _float(ev, "active_threshold", "eval.active_threshold")
     _float(ev, "collapse_kl", "eval.collapse_kl")
 
@@ -304,6 +311,7 @@ def validate_train(train: dict, prefix: str = "") -> None:
     _choice(train, "precision", name("precision"), PRECISIONS)
     _choice(train, "channels_last", name("channels_last"), (True, False))
     _choice(train, "device", name("device"), DEVICES)
+    _choice(train, "binarize", name("binarize"), BINARIZE)
 
 
 def _validate_recipes(params: dict) -> None:

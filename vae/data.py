@@ -191,3 +191,25 @@ def load_split(data_dir: str | Path, dataset: str, split: str) -> tuple[torch.Te
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 [N, 28, 28] -> float [N, 1, 28, 28] in [0, 1], resident in memory."""
     return images.unsqueeze(1).float().div_(255.0)
+
+
+# --- binarized MNIST (train.binarize: dynamic) ----------------------------------------
+# The literature scores likelihoods on binarized images: each pixel a Bernoulli draw with its grey level as
+# probability, training images re-drawn whenever used, and one fixed binarization of the test set (Burda et
+# al. 2016). On 0/1 targets the Bernoulli term is a true log-likelihood, so the IW bound bounds a true NLL.
+# The test set's draw comes from this constant seed, never a run's: every binarized run, on every machine,
+# is scored on the same bits (tests/test_data.py checks their sha256 on MNIST).
+TEST_BINARIZATION_SEED = 20160
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each pixel 1 with probability its grey level, else 0. The uniforms are drawn on the CPU from `generator`
+    (a CPU generator cannot fill a GPU tensor), so the bits are the same on every device."""
+    return (torch.rand(x.shape, generator=generator).to(x.device) < x).to(x.dtype)
+
+
+def scored_test_images(x: torch.Tensor, binarize_mode: str) -> torch.Tensor:
+    """The test images a run is scored on: its grey levels, or for a binarized run the one fixed binarization."""
+    if binarize_mode == "dynamic":
+        return binarize(x, torch.Generator().manual_seed(TEST_BINARIZATION_SEED))
+    return x

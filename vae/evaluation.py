@@ -2,10 +2,13 @@
 diagnostics. The negative ELBO over a data set (`evaluate`) lives with the losses in
 vae/losses.py, so training, which reports it every epoch, does not depend on this file.
 
-MNIST's targets are grey levels in [0, 1], so the Bernoulli term is a
+On the study's grey-level targets in [0, 1] the Bernoulli term is a
 cross-entropy, not a normalised likelihood: the importance-weighted bound
 (Burda et al. 2016) is a tighter bound than the ELBO on the same cross-entropy,
-not an NLL comparable with published binarized-MNIST numbers.
+not an NLL comparable with published binarized-MNIST numbers. A binarized run
+(train.binarize: dynamic) is scored on the fixed binarization of the test set
+(vae/data.py): on 0/1 targets the same code gives a true log-likelihood, and the
+bound is an upper bound on the NLL of binarized MNIST, the literature's figure.
 
 All log densities are in nats; every function works in batches (`x.split`),
 so memory stays bounded whatever the test-set size or the number of
@@ -126,7 +129,9 @@ def full_report(
 
     The importance-weighted bound is computed on a seeded random subset of `iw_images` images (all when
     None): the same subset for every run, so runs are compared on equal terms. The subset's negative ELBO
-    (`subset_total`) and the ELBO gap come from the same importance samples as the bound. The other
+    (`subset_total`) and the ELBO gap come from the same importance samples as the bound; `iw_bound_se` is
+    the bound's standard error over those images, how far another set of as many images could move it
+    (the evaluate stage reports it for binarized runs, whose bound is a likelihood claim). The other
     diagnostics use all of x.
     """
     g = torch.Generator().manual_seed(seed)
@@ -145,6 +150,7 @@ def full_report(
     return {
         "subset_total": neg_elbo.mean().item(),
         "iw_bound": bound.mean().item(),
+        "iw_bound_se": (bound.std() / math.sqrt(len(bound))).item() if len(bound) > 1 else math.nan,
         "elbo_gap": gap.mean().item(),
         "iw_images": len(subset),
         "active_units": active,

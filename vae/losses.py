@@ -5,7 +5,8 @@ Every function returns per-image values (shape [B]); callers average over the
 batch, so every reported number is in nats per image. Targets are MNIST's grey
 levels in [0, 1] under a Bernoulli likelihood, as in the study and in
 pytorch/examples' VAE (for non-binary targets this is a cross-entropy, not a
-normalised log-likelihood).
+normalised log-likelihood). A binarized run's targets are 0/1 (train.binarize,
+vae/data.py), where the same terms are the exact Bernoulli NLL and its ELBO.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from vae.atomic import save_figure, write_json, write_text
 from vae.config import cell_name, run_name
 from vae.data import DATASETS
 from vae.losses import TERMS
-from vae.metrics import METRICS
+from vae.metrics import BINARIZED_METRICS, METRICS
 from vae.models import N_PIXELS
 
 CELL = ["recipe", "family", "z"]
@@ -46,6 +46,18 @@ STUDY_TABLE = {
     ("residual", 2): (2431.3, 2332.3, 99.1),
 }
 
+# Published likelihoods on dynamically binarized MNIST, in nats per image (-log p(x) from importance sampling),
+# by latent size. Only a binarized recipe's NLL bound may stand beside them; no published z=1 figure is known.
+PUBLISHED_SOURCE = 'Davidson et al. 2018, "Hyperspherical Variational Auto-Encoders" (UAI 2018), Table 1'
+PUBLISHED = {
+    2: {"Gaussian VAE": 135.73, "hyperspherical S-VAE": 132.50},
+}
+# How their runs differ from ours, as the comparison says it (their MLP and K as in their released code).
+PUBLISHED_SETUP = {
+    "network": "one MLP (encoder 784–256–128, decoder 128–256–784)",
+    "iw_samples": 500,
+}
+
 
 def diverged(history: pd.DataFrame) -> bool:
     """The run's optimisation blew up: its last epoch has a NaN or infinite loss (training stopped
@@ -73,7 +85,8 @@ def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
         if not paths.metrics(run).exists() or not paths.details(run).exists():
             raise FileNotFoundError(f"{paths.metrics(run)} is missing; run `dvc repro evaluate@{run}`")
         m, d = json.loads(paths.metrics(run).read_text()), json.loads(paths.details(run).read_text())
-        last = d.get("study_last_batch") or dict.fromkeys(TERMS, math.nan)  # MNIST only
+        last = d.get("study_last_batch") or dict.fromkeys(TERMS, math.nan)  # MNIST's grey-level runs only
+        extra = {c: math.nan if m.get(c) is None else m[c] for c in BINARIZED_METRICS}  # binarized runs only
         history = pd.read_csv(paths.history(run))
         rows.append(
             {
@@ -85,6 +98,9 @@ def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
                 # null: a diverged run's figure that was not finite (JSON has no NaN): NaN, left out of means
                 "seed": seed,
                 **{c: math.nan if m[c] is None else m[c] for c in METRICS},
+                **extra,
+                # Scored on the fixed binarization of the test set (train.binarize: dynamic), not on grey levels.
+                "binarized": d.get("binarize", "none") != "none",
                 "collapsed": m["collapsed"],
                 "diverged": diverged(history),
                 "divergence": divergence(history),
@@ -112,6 +128,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         collapsed=("collapsed", "sum"),
         diverged=("diverged", "sum"),
         parameters=("parameters", "first"),
+        binarized=("binarized", "all"),
+        **{c: (c, "mean") for c in BINARIZED_METRICS},  # an SE over images: its mean over seeds
     )
     return extra.join(stats).reset_index()
 
@@ -156,14 +174,14 @@ def flag_column(cells: pd.DataFrame, runs: pd.DataFrame, flag: str, reason: str)
     ]
 
 
-def recipe_table(cells: pd.DataFrame, runs: pd.DataFrame) -> str:
+def recipe_table(cells: pd.DataFrame, runs: pd.DataFrame, binarized: bool = False) -> str:
     """One recipe's cells as a Markdown table: mean ± std over seeds, bold where the noise allows,
-    in the columns that have a better direction."""
+    in the columns that have a better direction. A binarized recipe's columns are named for what they are there."""
     table = cells[["family", "z"]].astype(str).copy()
     for col, metric in METRICS.items():
         marks = rank(cells, col, metric.better) if metric.better else [""] * len(cells)
         text = [mean_std(m, s) for m, s in zip(cells[col], cells[f"{col}_std"])]
-        table[metric.header] = [
+        table[(binarized and metric.binarized) or metric.header] = [
             f"**{t}**" if k == "best" else f"{t} †" if k == "tie" else t for t, k in zip(text, marks)
         ]
     table["collapsed"] = flag_column(cells, runs, "collapsed", "collapse_reasons")
@@ -180,6 +198,11 @@ def common_value(df: pd.DataFrame, col: str) -> str:
 
 def markdown(runs: pd.DataFrame, cells: pd.DataFrame, dataset: str) -> str:
     recipes = list(dict.fromkeys(cells["recipe"]))
+    # Recipes on binarized images have another target: the grey-level legend, side-by-side table and the
+    # study's table are of the grey-level recipes alone, and the binarized ones get a section of their own.
+    binarized = set(cells.loc[cells["binarized"], "recipe"])
+    grey_recipes = [r for r in recipes if r not in binarized]
+    grey = runs[runs["recipe"].isin(grey_recipes)] if grey_recipes else runs
     title, n_test = DATASETS[dataset].title, common_value(runs, "test_images")
     lower, higher = ([m.header for m in METRICS.values() if m.better == how] for how in ("min", "max"))
     not_ranked = "; ".join(f"{m.header}, as {NOT_RANKED[c]}" for c, m in METRICS.items() if m.better is None)
@@ -190,8 +213,8 @@ def markdown(runs: pd.DataFrame, cells: pd.DataFrame, dataset: str) -> str:
         f"Test set ({n_test} images), **nats per image**, each cell the mean ± sample std over its seeds "
         f"({common_value(cells, 'seeds')} per cell; seeds {common_value(runs, 'seed')}). −ELBO, reconstruction "
         f"and KL: over all {n_test} test images, {common_value(runs, 'z_samples')} z draw(s) per image. −ELBO (IW "
-        f"subset), IW bound and ELBO gap: on a fixed random subset of {common_value(runs, 'iw_images')} test "
-        f"images, all three from the same K={common_value(runs, 'iw_samples')} importance samples per image: the "
+        f"subset), IW bound and ELBO gap: on a fixed random subset of {common_value(grey, 'iw_images')} test "
+        f"images, all three from the same K={common_value(grey, 'iw_samples')} importance samples per image: the "
         "subset's −ELBO is minus the mean of their log-weights, the IW bound (importance-weighted bound) minus "
         "their log-mean-exp, and the ELBO gap the difference of the two, image by image (≥ 0 by Jensen's "
         "inequality), averaged over the subset; so the gap is of the IW subset, not of the −ELBO column. The "
@@ -209,9 +232,16 @@ def markdown(runs: pd.DataFrame, cells: pd.DataFrame, dataset: str) -> str:
         "`recipe.NAME.families.FAMILY`).",
         "",
     ]
+    if binarized:
+        lines += [binarized_legend(runs[runs["binarized"]], title), ""]
     for recipe in recipes:
         pick = cells["recipe"] == recipe
-        lines += [f"## Recipe `{recipe}`", "", recipe_table(cells[pick], runs), ""]
+        lines += [f"## Recipe `{recipe}`", ""]
+        on_bits = cells.loc[pick & cells["binarized"], "cell"]
+        if len(on_bits):  # a recipe may binarize some families only (recipe.NAME.families.FAMILY)
+            which = "All cells are" if len(on_bits) == pick.sum() else f"Cells {', '.join(on_bits)} are"
+            lines += [f"{which} on binarized {title}: their IW bound is an upper bound on the NLL.", ""]
+        lines += [recipe_table(cells[pick], runs, binarized=len(on_bits) == pick.sum()), ""]
     if cells["collapsed"].any():
         lines += [
             "⚠ k/n: k of the cell's n seeds collapsed (fewer active units than z, or a latent dimension "
@@ -226,11 +256,100 @@ def markdown(runs: pd.DataFrame, cells: pd.DataFrame, dataset: str) -> str:
             "decoder predicting 0.5 for every pixel (the seed's figures are of a broken model).",
             "",
         ]
-    if len(recipes) > 1:
-        lines += recipe_deltas(cells, recipes)
-    if dataset == "mnist":  # the study's table is of MNIST: set nothing else beside it
-        lines += study_comparison(runs[runs["recipe"] == recipes[0]], recipes[0])
+    if len(grey_recipes) > 1:
+        lines += recipe_deltas(cells[cells["recipe"].isin(grey_recipes)], grey_recipes)
+    if dataset == "mnist":  # the study's table and the published figures are of MNIST: set nothing else beside them
+        if grey_recipes:
+            lines += study_comparison(runs[runs["recipe"] == grey_recipes[0]], grey_recipes[0])
+        lines += published_comparison(cells[cells["binarized"]], runs[runs["binarized"]])
     return "\n".join(lines)
+
+
+def binarized_legend(runs: pd.DataFrame, title: str) -> str:
+    recipes = ", ".join(f"`{r}`" for r in dict.fromkeys(runs["recipe"]))
+    return (
+        f"Binarized recipes ({recipes}; `train.binarize: dynamic`) train on binarized {title}: each training "
+        "image re-drawn as Bernoulli(grey level) whenever it is used; they are scored on one fixed binarization of "
+        "the test set, the same for every run (Burda et al. 2016). On 0/1 targets the Bernoulli term is a true "
+        "log-likelihood, so their −ELBO, reconstruction and KL are of those images, and their IW columns, over "
+        f"{common_value(runs, 'iw_images')} test images with K={common_value(runs, 'iw_samples')}, give an upper "
+        f"bound on the negative log-likelihood of binarized {title} (column `NLL upper bound (IW)`), the figure the "
+        "literature reports. Another target than the grey-level recipes': their figures are not comparable with "
+        "those, and the side-by-side table leaves them out."
+    )
+
+
+def verdict(ours: float, noise: float, theirs: float) -> str:
+    """Ahead (a lower NLL bound) or behind a published figure by more than the noise, or level within it."""
+    d = ours - theirs
+    if d < -noise:
+        return f"ahead by {-d:.2f}"
+    if d > noise:
+        return f"behind by {d:.2f}"
+    return f"level ({d:+.2f})"
+
+
+def published_comparison(cells: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
+    """The binarized cells' NLL bounds beside the published figures for their latent size, each judged
+    ahead, level or behind within our noise: the spread over seeds and the standard error over test images."""
+    if cells.empty:
+        return []
+    models = list(dict.fromkeys(name for figures in PUBLISHED.values() for name in figures))
+    values = {name: v for figures in PUBLISHED.values() for name, v in figures.items()}
+    k, n = common_value(runs, "iw_samples"), common_value(runs, "iw_images")
+    header = ["recipe", "family", "z", "−ELBO", f"NLL upper bound (K={k})", "SE over images", "noise"]
+    header += [f"vs {name} ({values[name]:.2f})" for name in models]
+    rows = []
+    sides: dict[str, dict[str, list[str]]] = {name: {"ahead": [], "level": [], "behind": []} for name in models}
+    for c in cells.itertuples():
+        noise = math.hypot(0.0 if math.isnan(c.iw_bound_std) else c.iw_bound_std, c.iw_bound_se)
+        row = [c.recipe, c.family, str(c.z), mean_std(c.total, c.total_std), mean_std(c.iw_bound, c.iw_bound_std)]
+        row += [number(c.iw_bound_se), number(noise)]
+        for name in models:
+            theirs = PUBLISHED.get(c.z, {}).get(name)
+            if theirs is None:
+                row.append(f"no published z={c.z} figure")
+            elif c.collapsed or c.diverged:
+                row.append("not compared: a seed collapsed or diverged")
+            else:
+                row.append(verdict(c.iw_bound, noise, theirs))
+                sides[name][row[-1].split()[0]].append(f"`{c.recipe}` {c.family} z={c.z}")
+        rows.append(row)
+    n_families, lo, hi = cells["family"].nunique(), cells["parameters"].min(), cells["parameters"].max()
+    families = "one family" if n_families == 1 else f"{n_families} families"
+    parameters = f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
+    z_known = " and ".join(f"z={z}" for z in PUBLISHED)
+    missing = sorted(set(cells["z"]) - set(PUBLISHED))
+    lines = [
+        "## Binarized MNIST beside published likelihoods",
+        "",
+        f"Published NLLs of dynamically binarized MNIST ({z_known}): {PUBLISHED_SOURCE}: "
+        + "; ".join(f"{name} {values[name]:.2f} nats" for name in models)
+        + ". What differs: theirs is "
+        f"{PUBLISHED_SETUP['network']}, ours {families} of {parameters} parameters; their bound uses K="
+        f"{PUBLISHED_SETUP['iw_samples']} importance samples per image, ours K={k} on {n} test images (more "
+        "samples give a lower, tighter bound); their figures are means over their own training runs, ours over "
+        f"seeds {common_value(runs, 'seed')}; their test binarization is another random draw."
+        + (
+            f" No published figure for {' or '.join(f'z={z}' for z in missing)} is known to us: those rows have none."
+            if missing
+            else ""
+        ),
+        "",
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---"] * len(header)) + " |",
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+        "Each cell: mean ± std over seeds; SE over images: the NLL bound's standard error over the test images "
+        "(mean over seeds); noise: √(std² + SE²). Ahead (a lower NLL bound, better) or behind where our mean "
+        "differs from the published figure by more than the noise, level where it is within it; the published "
+        "figures' own spread is not counted.",
+        "",
+    ]
+    for name in models:
+        said = "; ".join(f"{side}: {', '.join(cells_) or 'none'}" for side, cells_ in sides[name].items())
+        lines.append(f"- Against the {name} ({values[name]:.2f} nats): {said}.")
+    return lines + [""]
 
 
 def recipe_deltas(cells: pd.DataFrame, recipes: list[str]) -> list[str]:
@@ -313,6 +432,10 @@ def _rounded(v):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 4)
 
 
+def _per_seed(runs: pd.DataFrame, col: str) -> dict:
+    return {str(s): _rounded(v) for s, v in zip(runs["seed"], runs[col])}
+
+
 def write_comparison(
     runs: pd.DataFrame,
     curves: pd.DataFrame,
@@ -330,6 +453,10 @@ def write_comparison(
     comparison: dict[str, dict] = {}
     for c in cells.itertuples():
         mine = runs[runs["cell"] == c.cell]
+        # A binarized cell says so, with its NLL bound's SE per seed; a grey-level cell's entry is as it always was.
+        binarized = (
+            {"binarized": True, **{col: _per_seed(mine, col) for col in BINARIZED_METRICS}} if c.binarized else {}
+        )
         comparison.setdefault(c.recipe, {})[f"{c.family}-{c.z}"] = {
             "seeds": int(c.seeds),
             "collapsed": int(c.collapsed),
@@ -340,10 +467,11 @@ def write_comparison(
                     "std": _rounded(getattr(c, f"{col}_std")),
                     "min": _rounded(getattr(c, f"{col}_min")),
                     "max": _rounded(getattr(c, f"{col}_max")),
-                    "per_seed": {str(s): _rounded(v) for s, v in zip(mine["seed"], mine[col])},
+                    "per_seed": _per_seed(mine, col),
                 }
                 for col in METRICS
             },
+            **binarized,
         }
         # The DVC metric of the cell: a flat row for `dvc metrics show`.
         write_json(
@@ -351,6 +479,7 @@ def write_comparison(
             {
                 **{k: _rounded(getattr(c, k)) for k, m in METRICS.items() if m.cell},
                 "total_std": _rounded(c.total_std),
+                **({k: _rounded(getattr(c, k)) for k, m in BINARIZED_METRICS.items() if m.cell} if c.binarized else {}),
                 "seeds": int(c.seeds),
                 "collapsed": int(c.collapsed),
                 "diverged": int(c.diverged),

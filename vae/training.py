@@ -3,7 +3,10 @@
 Randomness is derived from (seed, epoch) at the start of every epoch, and the
 lr and KL weight are functions of the global step, so a run resumed from an
 epoch checkpoint draws exactly the batches, noise and schedule the
-uninterrupted run would have drawn.
+uninterrupted run would have drawn. A binarized run (train.binarize: dynamic)
+re-draws each batch's pixels as Bernoulli(grey level) from a second generator
+derived from (seed, epoch) in the same way, so its bits resume exactly too, and
+a run on grey levels draws exactly what it drew before binarization existed.
 
 A run whose loss becomes NaN or infinite stops there and is a result, not a failure:
 the model goes back to its state after the last finite epoch, and the history ends
@@ -25,6 +28,7 @@ from tqdm import tqdm
 
 from vae.atomic import write_text, write_torch
 from vae.checkpoints import CheckpointError, load_checkpoint
+from vae.data import binarize
 from vae.errors import StageError
 from vae.losses import TERMS, evaluate, negative_elbo, training_objective
 from vae.models import VAE, build_model
@@ -182,6 +186,17 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
+# torch's CPU generator (mt19937) keeps only the low 32 bits of its seed, so a second stream must differ there:
+# epoch_generator's seeds lie below 2**31 (for seeds below 21,474), the binarization's from 2**31 up.
+BITS_STREAM = 1 << 31
+
+
+def bits_generator(seed: int, epoch: int) -> torch.Generator:
+    """The dynamic binarization's draws, apart from epoch_generator's: a binarized run's batch order and noise are
+    those of the same run on grey levels, and a grey-level run draws what it always drew."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch + BITS_STREAM)
+
+
 def batches(n: int, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     """Shuffled index tensors over range(n); the last batch may be short."""
     return torch.randperm(n, generator=generator).split(batch_size)
@@ -194,6 +209,7 @@ def train_epoch(
     training terms where the loss became NaN or infinite (the pass stops at that step)."""
     model.train()
     g = epoch_generator(settings["seed"], epoch)
+    bits = bits_generator(settings["seed"], epoch) if settings["binarize"] == "dynamic" else None
     autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=settings["precision"] == "bf16")
     sums = dict.fromkeys(TERMS, 0.0)
     for step, idx in enumerate(
@@ -201,6 +217,8 @@ def train_epoch(
     ):
         beta = kl_weight(settings, (epoch - 1) * steps_per_epoch + step, steps_per_epoch)
         xb = x[idx.to(x.device)]
+        if bits is not None:  # the batch's images re-drawn as 0/1 pixels, fresh every time they are used
+            xb = binarize(xb, bits)
         noise = torch.randn(len(xb), model.z_dim, generator=g).to(x.device)
         with autocast:
             terms = negative_elbo(model, xb, noise)
