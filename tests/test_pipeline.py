@@ -71,7 +71,7 @@ def test_comparison_aggregates_seeds_per_cell_with_a_table_per_recipe(project):
     assert [run.split(" (")[0] for run in csv["run"]] == CELLS and (csv["seeds"] == 2).all()
     assert set(csv.columns) >= {"total", "total_std"}
     md = (proj / "metrics" / "comparison.md").read_text()
-    assert "nats per image" in md and "IW bound" in md and "side by side" in md and " ± " in md
+    assert "nats per image" in md and "IW bound" in md and "## Next to the study's table" in md and " ± " in md
     per_recipe = len(SMOKE_PARAMS["families"]) * len(SMOKE_PARAMS["latent_dims"])
     for recipe in SMOKE_PARAMS["recipes"]:
         section = md.split(f"## Recipe `{recipe}`")[1].split("## ")[0]

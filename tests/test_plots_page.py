@@ -230,7 +230,15 @@ def test_plots_page_renders_offline_in_chromium(tmp_path, command):
         with Image.open(screenshot) as image:
             image.crop((0, 0, image.width, min(image.height, 2050))).save(docs, optimize=True)
     problems = [f"{len(page['charts'])} vega charts on the page"] if not page["charts"] else []
-    problems += [f"vega chart {c['id']} drew nothing" for c in page["charts"] if not c["marks"]]
+
+    # A cell whose pictures are not made yet (a recipe added before its runs) is an empty chart;
+    # every other chart must draw.
+    def not_made(chart_id: str) -> bool:
+        return chart_id.startswith("plots_") and not (ROOT / "plots" / chart_id.removeprefix("plots_")).exists()
+
+    problems += [
+        f"vega chart {c['id']} drew nothing" for c in page["charts"] if not c["marks"] and not not_made(c["id"])
+    ]
     problems += [f"{len(page['images'])} images on the page"] if not page["images"] else []
     problems += [f"image {i['src']} did not load" for i in page["images"] if not i["width"]]
     problems += [f"console error: {e}" for e in errors]
