@@ -21,8 +21,8 @@ import atomic_dvc  # noqa: E402
 import study  # noqa: E402
 
 # Two runs (seeds 0 and 1 of one cell of the smoke matrix): enough for two workers, cheap to repeat.
-PARAMS = {**SMOKE, "recipes": ["tuned"], "families": ["simple_mlp"], "latent_dims": [2]}
-RUNS = ["tuned-simple_mlp-2-0", "tuned-simple_mlp-2-1"]
+PARAMS = {**SMOKE, "recipes": ["study"], "families": ["simple_mlp"], "latent_dims": [2]}
+RUNS = ["study-simple_mlp-2-0", "study-simple_mlp-2-1"]
 
 
 def new_project(tmp: Path, mirror: str, params: dict = PARAMS) -> tuple[Path, dict]:
@@ -276,13 +276,13 @@ def test_a_run_that_fails_twice_is_named_with_its_log_and_the_others_finish(tmp_
             **PARAMS,
             "families": ["simple_mlp", "deep_mlp"],
             "seeds": [0],
-            "recipe.tuned.families.simple_mlp.device": "mps",
+            "recipe.study": {"families": {"simple_mlp": {"device": "mps"}}},
         },
     )
     r = run_study(proj, env)
     assert r.returncode == 1
-    assert "study: failed twice, see logs/study/RUN.log: tuned-simple_mlp-2-0" in r.stdout
-    assert "no MPS device is available here" in (proj / "logs" / "study" / "tuned-simple_mlp-2-0.log").read_text()
-    assert (proj / "models" / "tuned-deep_mlp-2-0.pt").exists()  # the other run came home
+    assert "study: failed twice, see logs/study/RUN.log: study-simple_mlp-2-0" in r.stdout
+    assert "no MPS device is available here" in (proj / "logs" / "study" / "study-simple_mlp-2-0.log").read_text()
+    assert (proj / "models" / "study-deep_mlp-2-0.pt").exists()  # the other run came home
     assert "Running stage 'compare'" not in r.stdout
     assert not ours_alive(tmp_path)
