@@ -199,6 +199,27 @@ def test_a_signal_during_the_lock_write_leaves_the_previous_lock(tmp_path, monke
     assert lock.read_text() == before and os.listdir(tmp_path) == ["dvc.lock"]
 
 
+def test_a_signal_during_the_rwlock_write_leaves_the_previous_one(tmp_path, monkeypatch):
+    """DVC's own lock-state file, written the same way: half-written, every later DVC command failed."""
+    import json
+
+    from dvc import rwlock
+    from dvc.fs import localfs
+
+    (tmp_path / "rwlock").write_text('{"read": {}, "write": {}}')
+
+    def half_then_interrupt(obj, stream):
+        stream.write('{"read": {"a')
+        raise KeyboardInterrupt
+
+    atomic_dvc.patch()
+    monkeypatch.setattr(json, "dump", half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        with rwlock._edit_rwlock(str(tmp_path), localfs, False) as lock:
+            lock["read"]["x"].append({"pid": 1, "cmd": "dvc repro"})
+    assert (tmp_path / "rwlock").read_text() == '{"read": {}, "write": {}}'
+
+
 def test_a_second_study_command_names_the_one_that_holds_the_checkout(tmp_path, data_mirror):
     proj, env = new_project(tmp_path, data_mirror)
     path = proj / ".dvc" / "tmp" / "study.lock"

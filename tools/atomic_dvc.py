@@ -1,6 +1,7 @@
 """`dvc`, with its YAML and JSON files (dvc.lock above all) written atomically.
 
-DVC 3.67 writes dvc.lock in place (`open(path, "w+")` in dvc/utils/serialize/_common.py):
+DVC 3.67 writes dvc.lock in place (`open(path, "w+")` in dvc/utils/serialize/_common.py), and
+its lock-state file .dvc/tmp/rwlock likewise (dvc/rwlock.py):
 a signal that lands during that write leaves it empty or truncated, and every lock
 entry not yet committed to git is lost with it. The study command runs every DVC
 command through this file, so an interrupted study leaves the previous dvc.lock or
@@ -13,10 +14,13 @@ from __future__ import annotations
 
 import ctypes
 import io
+import json
 import os
 import signal
 import sys
 import tempfile
+from collections import defaultdict
+from contextlib import contextmanager
 
 
 def atomic_dump_data(path, data, dumper, fs=None, **dumper_args):
@@ -46,13 +50,39 @@ def atomic_dump_data(path, data, dumper, fs=None, **dumper_args):
         raise
 
 
+@contextmanager
+def atomic_edit_rwlock(lock_dir, fs, hardlink):
+    """DVC 3.67's `dvc.rwlock._edit_rwlock`, with the file renamed into place: a signal during its
+    write left .dvc/tmp/rwlock empty, and every later DVC command failed on it ("JSON structure is
+    corrupted") until it was deleted by hand."""
+    from dvc import rwlock
+
+    path = fs.join(lock_dir, rwlock.RWLOCK_FILE)
+    with rwlock.make_lock(fs.join(lock_dir, rwlock.RWLOCK_LOCK), tmp_dir=lock_dir, hardlink_lock=hardlink):
+        try:
+            with fs.open(path, encoding="utf-8") as fobj:
+                lock = rwlock.SCHEMA(json.load(fobj))
+        except FileNotFoundError:
+            lock = rwlock.SCHEMA({})
+        except json.JSONDecodeError as exc:
+            raise rwlock.RWLockFileCorruptedError(path) from exc
+        except rwlock.Invalid as exc:
+            raise rwlock.RWLockFileFormatError(path) from exc
+        lock["read"] = defaultdict(list, lock["read"])
+        lock["write"] = defaultdict(dict, lock["write"])
+        yield lock
+        atomic_dump_data(path, lock, json.dump)
+
+
 def patch() -> None:
     # Each serializer module bound `_dump_data` at import: replace every binding.
+    from dvc import rwlock
     from dvc.utils.serialize import _common, _json, _py, _toml, _yaml
 
     for module in (_common, _json, _py, _toml, _yaml):
         if hasattr(module, "_dump_data"):
             module._dump_data = atomic_dump_data
+    rwlock._edit_rwlock = atomic_edit_rwlock
 
 
 def die_with_parent(parent: int) -> None:
