@@ -131,6 +131,11 @@ def stage_env(threads: int) -> dict:
 # --- the worker's side: one task per run ------------------------------------------
 
 
+def scratch_dir() -> Path:
+    """Where a worker keeps its workspaces ($VAE_STUDY_SCRATCH, else the system's temp folder)."""
+    return Path(os.environ.get("VAE_STUDY_SCRATCH") or Path(tempfile.gettempdir()) / "vae-study")
+
+
 def workspace(snapshot: dict, bundle: bytes, scratch: Path) -> Path:
     """This worker's checkout of the coordinator's snapshot, made once and reused by its later tasks."""
     from distributed import get_worker
@@ -166,7 +171,7 @@ def run_task(run: str, stages: list[str], snapshot: dict, bundle: bytes, threads
     stop_event = Event(STOP_EVENT)
     if stop_event.is_set():  # the study is stopping: a run not yet started stays so
         raise Interrupted("stop requested")
-    scratch = Path(os.environ.get("VAE_STUDY_SCRATCH") or Path(tempfile.gettempdir()) / "vae-study")
+    scratch = scratch_dir()
     t0 = time.monotonic()
     ws = workspace(snapshot, bundle, scratch)
     seconds = {"workspace": time.monotonic() - t0}
@@ -357,7 +362,7 @@ def connect(args):
 
 
 def remove_workspaces(commit: str) -> None:
-    scratch = Path(os.environ.get("VAE_STUDY_SCRATCH") or Path(tempfile.gettempdir()) / "vae-study")
+    scratch = scratch_dir()
     for ws in scratch.glob(f"{commit[:12]}-*"):
         shutil.rmtree(ws, ignore_errors=True)
 
