@@ -5,8 +5,14 @@ validated its own params would lose its outputs to a typo. Every stage depends
 on this stage's output, whose bytes never change: a bad param stops `dvc repro`
 here, before anything is deleted, and a good change reruns nothing by itself.
 The same goes for a device this machine does not have (`cuda` without CUDA).
+
+It also writes the training settings of every (recipe, family) as they resolve (`train`, then
+`recipe.RECIPE`, then `recipe.RECIPE.families.FAMILY`) to checks/settings/RECIPE-FAMILY.json.
+train@ depends on that file instead of the params, so a change to one family's override of one
+recipe reruns that family's runs of that recipe (and of a recipe merging it), and no others.
 """
 
+import json
 import os
 
 from stages.common import parse_args, stage_main
@@ -23,6 +29,11 @@ def main() -> None:
     # GPUs; a worker without the device fails its run in its own scratch workspace.
     if not os.environ.get("VAE_STUDY_COORDINATOR"):
         check_devices(params)
+    for recipe in params["recipes"]:
+        for family in params["families"]:
+            settings = train_config(params, recipe, family, seed=0)
+            del settings["seed"]  # in the run's name: one file serves every seed
+            write_text(paths.settings(recipe, family), json.dumps(settings, indent=2, sort_keys=True) + "\n")
     write_text(paths.CHECKED, "params.yaml is valid\n")
 
 

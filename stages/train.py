@@ -41,8 +41,7 @@ def main() -> None:
     declared = {
         "data": {"dataset": dataset, "train_subset": subset},
         "model": model_cfg,
-        "train": params["train"],
-        "recipe": params["recipe"][args.recipe],
+        "train": settings,
         "eval": {k: params["eval"][k] for k in ("seed", "batch_size")},
     }
     data_id = {k: r["content_md5"] for k, r in json.loads((data_dir / MANIFEST).read_text())["files"].items()}

@@ -161,6 +161,23 @@ def test_a_bad_param_stops_dvc_repro_before_any_output_is_touched(project, dotte
     assert "up to date" in sh(DVC, "status", cwd=proj, env=env)
 
 
+def test_one_familys_override_makes_only_that_familys_runs_stale(project):
+    """train@ depends on its (recipe, family)'s resolved settings (checks/settings/), not on all of
+    `train` and `recipe`: another family's override, or another recipe's, leaves a run up to date."""
+    proj, env, _ = project
+    good = (proj / "params.yaml").read_text()
+    set_params(proj, {"recipe.study": {"families": {"residual": {"lr": 0.002}}}})
+    try:
+        sh(DVC, "repro", "check", cwd=proj, env=env)
+        stale = set(json.loads(sh(DVC, "status", "--json", cwd=proj, env=env)))
+    finally:
+        (proj / "params.yaml").write_text(good)
+        sh(DVC, "repro", "check", cwd=proj, env=env)
+    trains = {s for s in stale if s.startswith("train@")}
+    assert trains == {f"train@{r}" for r in RUNS if r.startswith("study-residual-")}, sorted(stale)
+    assert "up to date" in sh(DVC, "status", cwd=proj, env=env)
+
+
 def test_fashion_mnist_runs_under_its_own_names(tmp_path, data_mirror):
     env = make_project(
         tmp_path,

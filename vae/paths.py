@@ -10,6 +10,13 @@ from pathlib import Path
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 CHECKED = Path("checks/params.ok")
+SETTINGS = Path("checks/settings")
+
+
+def settings(recipe: str, family: str) -> Path:
+    """The training settings of one recipe and family, as `check` resolves them: train@ depends on
+    this file, not on all of `train` and `recipe.RECIPE`, so a run reruns only when its own change."""
+    return SETTINGS / f"{recipe}-{family}.json"
 
 
 def data(dataset: str) -> Path:
