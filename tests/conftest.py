@@ -71,3 +71,34 @@ def smoke_study(tmp_path_factory, data_mirror):
     r = run_study(proj, env)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     return tmp, proj, env, r.stdout + r.stderr
+
+
+# Session fixtures cheap enough to build once per pytest-xdist worker.
+CHEAP = {"data_mirror", "real_mirror", "tmp_path_factory"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that share an expensive module- or session-scoped fixture (the smoke study, a trained project)
+    go to one pytest-xdist worker (`--dist loadgroup`, pytest.ini), so it is built once; the rest spread."""
+    parent: dict = {}
+
+    def find(k):
+        while parent.setdefault(k, k) != k:
+            k = parent[k]
+        return k
+
+    shared = {}
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        keys = [
+            (d[-1].scope, item.module.__name__ if d[-1].scope == "module" else "", name)
+            for name, d in (defs.name2fixturedefs.items() if defs else [])
+            if d and d[-1].scope in ("module", "session") and name not in CHEAP
+        ]
+        shared[item] = keys
+        for a, b in zip(keys, keys[1:]):
+            parent[find(a)] = find(b)
+    for item, keys in shared.items():
+        if keys:
+            root = find(keys[0])
+            item.add_marker(pytest.mark.xdist_group("-".join(root[1:]).strip("-")))
