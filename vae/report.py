@@ -52,7 +52,9 @@ PUBLISHED_SOURCE = 'Davidson et al. 2018, "Hyperspherical Variational Auto-Encod
 PUBLISHED = {
     2: {"Gaussian VAE": 135.73, "hyperspherical S-VAE": 132.50},
 }
-# How their runs differ from ours, as the comparison says it (their MLP and K as in their released code).
+# How their runs differ from ours, as the comparison says it: their MLP as in their released code
+# (nicola-decao/s-vae-pytorch, examples/mnist.py: H_DIM = 128, so 784-256-128 and back), K as the paper
+# states for its likelihood estimates (the example's own default is 10 samples).
 PUBLISHED_SETUP = {
     "network": "one MLP (encoder 784–256–128, decoder 128–256–784)",
     "iw_samples": 500,
