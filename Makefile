@@ -49,7 +49,11 @@ test: setup
 
 # Smoke size (1 epoch on 2000 images, one seed, the tuned recipe) in a clone of this commit.
 demo: setup
-	rm -rf demo && git clone -q . demo && cp $(TEMPLATE) demo/$(TEMPLATE)
+	# Without the project's remote (dvc-remote/, the committed study's objects): the demo's runs go
+	# to demo/dvc-remote, a scratch folder of its own.
+	rm -rf demo && git clone -q --no-checkout . demo
+	cd demo && git sparse-checkout set --no-cone '/*' '!/dvc-remote/' && git checkout -q
+	cp $(TEMPLATE) demo/$(TEMPLATE)
 	rm -rf demo/plots demo/metrics/cells  # the committed study's pictures and cells: not the demo's
 	cd demo && ../$(BIN)/python -c "from tests.smoke import set_params; from pathlib import Path; \
 	  set_params(Path('.'), {'train.epochs': 1, 'data.train_subset': 2000, 'seeds': [0], 'recipes': ['tuned'], \

@@ -13,7 +13,7 @@ from vae.download import MIRROR_ENV
 ROOT = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).parent / "dvc")
 # Outputs of a real run that may be committed; the scratch copy must rebuild them.
-RESULTS = ("dvc.lock", "metrics/", "plots/")
+RESULTS = ("dvc.lock", "metrics/", "plots/", "dvc-remote/")
 # Smoke size: one epoch on 512 images, two seeds per cell (so the aggregate has a spread).
 SMOKE = {
     "train.epochs": 1,

@@ -57,8 +57,8 @@ def test_identical_runs_write_identical_files(serial):
     a forced rerun of every stage leaves every output hash in dvc.lock unchanged."""
     proj, env, first = serial
     sh(DVC, "repro", "--force", cwd=proj, env=env)
-    # check, download, 2 x (model, history), 2 x (metrics, details), plot's folder, compare's 6
-    assert outs(proj) == first and len(first) == 17
+    # check's 2 (params.ok, settings), download, 2 x (model, history), 2 x (metrics, details), plot's folder, compare's 6
+    assert outs(proj) == first and len(first) == 18
 
 
 def test_the_study_on_two_workers_writes_what_a_serial_repro_writes(smoke_study, serial):
@@ -86,21 +86,42 @@ def test_a_second_study_computes_nothing(smoke_study):
     assert r.returncode == 0 and "runs on" not in r.stdout and outs(proj) == before, r.stdout + r.stderr
 
 
-def test_a_second_clone_pulls_every_result_and_trains_nothing(smoke_study, tmp_path):
+def test_a_clone_gets_every_result_from_the_projects_remote_in_git(smoke_study, tmp_path, monkeypatch):
+    """The project's default remote is dvc-remote/ in the checkout, committed with dvc.lock: a fresh
+    clone, with no other remote and no data mirror, pulls every result from it, the study command
+    there computes nothing (how a study committed part by part goes on), and a pulled model evaluates
+    to the committed numbers. Workers never receive the remote in their snapshot."""
     _, proj, env, _ = smoke_study
+    config = (ROOT / ".dvc" / "config").read_text()
+    assert "remote = project" in config and "url = ../dvc-remote" in config
     commit(proj, "study")
+    first = tmp_path / "first"
+    sh("git", "clone", "-q", str(proj), str(first), cwd=tmp_path)
+    xdg = str(Path(env["XDG_CACHE_HOME"]) / "vae-study" / "remote")  # where the smoke study pushed
+    sh(DVC, "remote", "add", "--local", "-d", "shared", xdg, cwd=first)
+    sh(DVC, "pull", cwd=first, env=env)
+    (first / ".dvc" / "config.local").unlink()
+    (first / ".dvc" / "config").write_text(config)
+    sh(DVC, "push", "--run-cache", cwd=first, env=env)
+    commit(first, "the study and its remote")
+    assert sh("git", "ls-files", "dvc-remote", cwd=first), "the remote's objects are in git"
+
+    monkeypatch.setattr(study, "ROOT", first)
+    snapshot, _ = study.make_snapshot(str(first / "dvc-remote"))
+    tree = sh("git", "ls-tree", "-r", "--name-only", snapshot["commit"], cwd=first).split()
+    assert "dvc.yaml" in tree and not [f for f in tree if f.startswith("dvc-remote/")]
+
     clone = tmp_path / "clone"
-    sh("git", "clone", "-q", str(proj), str(clone), cwd=tmp_path)
-    remote = str(Path(env["XDG_CACHE_HOME"]) / "vae-study" / "remote")
-    sh(DVC, "remote", "add", "--local", "-d", "shared", remote, cwd=clone)
-    # No data mirror: everything, the data included, comes from the remote.
-    bare = {k: v for k, v in env.items() if k != "VAE_DATA_MIRROR"}
+    sh("git", "clone", "-q", str(first), str(clone), cwd=tmp_path)
+    # No data mirror and an empty user cache: everything, the data included, comes from dvc-remote/.
+    bare = study_env({k: v for k, v in env.items() if k != "VAE_DATA_MIRROR"}, tmp_path / "fresh")
     sh(DVC, "pull", cwd=clone, env=bare)
     for run in RUNS:
         assert (clone / "models" / f"{run}.pt").read_bytes() == (proj / "models" / f"{run}.pt").read_bytes()
     assert "up to date" in sh(DVC, "status", cwd=clone, env=bare)
-    out = sh(DVC, "repro", cwd=clone, env={**bare, "VAE_RESTORE_ONLY": "1"})
-    assert "Running stage" not in out
+    r = run_study(clone, bare)
+    assert r.returncode == 0 and "runs to compute" not in r.stdout and "Running stage" not in r.stdout, r.stdout
+    assert outs(clone) == outs(proj)
     # The pulled model evaluates here, without retraining, to the same numbers.
     metrics = (clone / "metrics" / "runs" / f"{RUNS[0]}.json").read_text()
     sh(DVC, "repro", "-f", "-s", f"evaluate@{RUNS[0]}", cwd=clone, env=bare)
@@ -238,7 +259,7 @@ def test_a_second_study_command_names_the_one_that_holds_the_checkout(tmp_path, 
 def test_workers_on_other_machines_are_refused_the_local_default_remote(tmp_path, data_mirror):
     proj, env = new_project(tmp_path, data_mirror)
     r = run_study(proj, env, "--scheduler", "tcp://127.0.0.1:1")
-    assert r.returncode == 1 and "cannot reach the local remote" in r.stderr and not (proj / "dvc.lock").exists()
+    assert r.returncode == 1 and "cannot reach the remote" in r.stderr and not (proj / "dvc.lock").exists()
 
 
 def test_the_embedded_cluster_listens_on_loopback_only():
@@ -307,3 +328,13 @@ def test_a_run_that_fails_twice_is_named_with_its_log_and_the_others_finish(tmp_
     assert (proj / "models" / "study-deep_mlp-2-0.pt").exists()  # the other run came home
     assert "Running stage 'compare'" not in r.stdout
     assert not ours_alive(tmp_path)
+
+
+def test_the_estimate_scales_our_machines_minutes_by_the_calibration(monkeypatch):
+    params = study.load_params(ROOT / "params.yaml")
+    todo = study.plan(params, only=r"^tuned-simple_mlp-")  # 6 runs of 2.7 min on our machine
+    ratio = study.calibrate(params, threads=1)
+    assert 0 < ratio < 100, "a few training steps of every family, timed against ours"
+    monkeypatch.setattr(study, "calibrate", lambda params, threads: 2.0)
+    line = study.estimate(todo, Namespace(scheduler=None, threads=1, workers=2), params)
+    assert line.startswith("about 32 min of training") and "so 16 min on 2" in line and "2.00x as long" in line

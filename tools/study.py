@@ -5,8 +5,9 @@
     python tools/study.py --scheduler tls://HOST:8786 --tls-ca-file ca.pem --tls-cert me.pem --tls-key me.key
 
 What happens, in order (docs/cluster.md has the cluster recipes):
-1. Here, in your checkout: `dvc repro check download`, then `dvc push` of the data, so a
-   bad param or an unreachable mirror stops the study before anything is trained.
+1. Here, in your checkout: `dvc repro --pull check download`, then `dvc push` of the data, so a
+   bad param or an unreachable mirror stops the study before anything is trained; then
+   `dvc pull` of every run dvc.lock records that the remote holds (a study committed part by part).
 2. A snapshot of the checkout's tracked files (uncommitted edits included) goes to every
    worker as a git bundle. One Dask task per run, longest first: in a workspace of the
    worker's own, `dvc repro --pull -s train@RUN evaluate@RUN`, then `dvc push --run-cache`.
@@ -16,8 +17,9 @@ What happens, in order (docs/cluster.md has the cluster recipes):
    run-cache (it never trains: a run missing from the run-cache stops with one line),
    then runs plot@ and compare and leaves a complete dvc.lock.
 
-Results come home only through DVC's remote and run-cache. When no default remote is
-configured, a local one is set up in .dvc/config.local (`--remote` names another).
+Results come home only through DVC's remote and run-cache: the project's default remote is
+dvc-remote/, kept in git (.dvc/config). Where no default remote is configured, a local one
+is set up in .dvc/config.local (`--remote` names another).
 The embedded cluster listens on 127.0.0.1 only, with no dashboard unless `--dashboard`.
 Ctrl-C or SIGTERM stops every run, waits for every DVC process to exit and leaves
 dvc.lock whole; the same command again redoes only what is not in the run-cache.
@@ -53,6 +55,10 @@ COST = {"residual": 27, "conv": 14, "deep_mlp": 4.5, "simple_mlp": 2.7}
 # A binarized run's evaluation adds the IW bound on all 10,000 test images at K=1000 (minutes at one
 # thread, extrapolated from 500 images; docs/speed.md).
 NLL_COST = {"residual": 19, "conv": 11, "deep_mlp": 2.5, "simple_mlp": 1.7}
+# Seconds for CALIBRATION_STEPS training steps (batch 128, z=2) of each family at one thread on the same
+# machine, idle (calibrate()): the estimate scales COST by how long they take here.
+CALIBRATION_STEPS = 10
+CALIBRATION_S = {"residual": 1.0, "conv": 1.0, "deep_mlp": 1.0, "simple_mlp": 1.0}
 # Where a checkout's results go when no DVC remote is configured: outside the checkout,
 # shared by every checkout of this user, so a second clone pulls what the first computed.
 DEFAULT_REMOTE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vae-study" / "remote"
@@ -241,6 +247,48 @@ def minutes(run: str, params: dict) -> float:
     return total
 
 
+def calibrate(params: dict, threads: int) -> float:
+    """This machine's time per training step over ours (CALIBRATION_S): a few steps of every family, timed."""
+    import torch
+
+    from vae.losses import negative_elbo, training_objective
+    from vae.models import build_model
+
+    torch.set_num_threads(threads)
+    x = torch.rand(128, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    here = ours = 0.0
+    for family in params["families"]:
+        model = build_model(family, 2, params["models"][family])
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
+        for step in range(CALIBRATION_STEPS + 2):  # two steps of warm-up, not timed
+            if step == 2:
+                start = time.perf_counter()
+            opt.zero_grad()
+            training_objective(negative_elbo(model, x)).backward()
+            opt.step()
+        here += time.perf_counter() - start
+        ours += CALIBRATION_S[family]
+    return here / ours
+
+
+def estimate(todo, args, params: dict) -> str:
+    """What the runs will cost: our machine's minutes (COST) scaled by a calibration on this one."""
+    total = sum(minutes(run, params) for run, _ in todo)
+    if args.scheduler:
+        return (
+            f"about {duration(total)} of training (and likelihood evaluation) at one thread on our 2-core "
+            "machine, shared by the cluster's workers"
+        )
+    t0 = time.monotonic()
+    ratio = calibrate(params, args.threads)
+    total *= ratio
+    return (
+        f"about {duration(total)} of training (and likelihood evaluation) for one worker of {args.threads} "
+        f"thread(s) here, so {duration(total / args.workers)} on {args.workers} (a calibration of "
+        f"{time.monotonic() - t0:.0f} s: a training step takes {ratio:.2f}x as long as on our 2-core machine)"
+    )
+
+
 def hold_study_lock() -> object:
     """One study per checkout: a second one is told who holds it, instead of failing inside DVC."""
     path = ROOT / ".dvc" / "tmp" / "study.lock"
@@ -291,6 +339,13 @@ def remote_url(name: str | None) -> str:
     return url
 
 
+def in_checkout(remote: str) -> Path | None:
+    """The remote's folder relative to the checkout, where it lies inside it (the project's dvc-remote/)."""
+    if "://" in remote or not Path(remote).resolve().is_relative_to(ROOT):
+        return None
+    return Path(remote).resolve().relative_to(ROOT)
+
+
 def make_snapshot(remote: str) -> tuple[dict, bytes]:
     """The checkout's files as DVC sees them now (every file git does not ignore, committed or not),
     as one root commit in a git bundle."""
@@ -310,7 +365,10 @@ def make_snapshot(remote: str) -> tuple[dict, bytes]:
                 ["git", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
             ).stdout.strip()
 
-        git("add", "-A")
+        # A remote kept inside the checkout (the project's own, dvc-remote/) reaches workers by its
+        # URL, not in the snapshot.
+        inside = in_checkout(remote)
+        git("add", "-A", "--", ".", *([f":(exclude){inside}"] if inside else []))
         commit = git("commit-tree", git("write-tree"), "-m", "vae study snapshot")
         git("update-ref", SNAPSHOT_REF, commit)
         git("bundle", "create", "-q", f"{tmp}/s.bundle", SNAPSHOT_REF)
@@ -517,29 +575,26 @@ def main() -> None:
 
 def study(args, params: dict, todo, env: dict) -> int:
     remote = remote_url(args.remote)
-    if args.scheduler and remote == str(DEFAULT_REMOTE):
+    if args.scheduler and (remote == str(DEFAULT_REMOTE) or in_checkout(remote)):
         sys.exit(
-            f"study: workers on other machines cannot reach the local remote {remote}; add a shared one "
+            f"study: workers on other machines cannot reach the remote {remote} on this machine; add a shared one "
             "(`dvc remote add -d NAME URL`: ssh://, s3://, or a path on a shared file system)"
         )
     coordinator = {**env, "VAE_STUDY_COORDINATOR": "1"}
-    if dvc(["repro", "check", "download"], ROOT, coordinator) or dvc(["push", "check", "download"], ROOT, env):
+    failed_check = dvc(["repro", "--pull", "check", "download"], ROOT, coordinator)
+    if failed_check or dvc(["push", "check", "download"], ROOT, env):
         say("check, download or pushing the data failed (above); nothing was trained")
         return 1
+    # Runs that dvc.lock records and the remote holds (a fresh clone's, or a study committed part by
+    # part) come home here instead of being recomputed.
+    dvc(["pull", "-q", "--allow-missing", *[s for _, st in todo for s in st]], ROOT, env)
     todo = to_compute(todo, env)
     t0 = time.monotonic()
     done: list[dict] = []
     failed: dict[str, str] = {}
     if todo:
-        total = sum(minutes(run, params) for run, _ in todo)
-        share = (
-            "shared by the cluster's workers"
-            if args.scheduler
-            else f"so {duration(total / args.workers)} on {args.workers} workers here"
-        )
         say(
-            f"{len(todo)} runs to compute ({len(plan(params, args.only)) - len(todo)} up to date): about "
-            f"{duration(total)} of training (and likelihood evaluation) at one thread on our 2-core machine, {share}"
+            f"{len(todo)} runs to compute ({len(plan(params, args.only)) - len(todo)} up to date): {estimate(todo, args, params)}"
         )
         snapshot, bundle = make_snapshot(remote)
         done, failed = compute(todo, args, snapshot, bundle, params)
