@@ -4,28 +4,15 @@ run on a GPU machine with `pytest tests/test_cuda.py`."""
 import pytest
 import torch
 
+from tests.test_training import SETTINGS as TRAINING_SETTINGS
 from vae.checkpoints import load_model, save_model
 from vae.evaluation import evaluate
 from vae.training import resolve_device, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
-SETTINGS = {
-    "binarize": "none",
-    "optimizer": "adam",
-    "lr": 1e-3,
-    "lr_schedule": "cosine",
-    "kl_warmup_epochs": 1,
-    "free_bits": 0.0,
-    "epochs": 2,
-    "batch_size": 32,
-    "seed": 0,
-    "grad_clip": None,
-    "logvar_clamp": None,
-    "precision": "fp32",
-    "channels_last": True,
-    "device": "cpu",
-}
+# test_training's settings, with a cosine schedule and a KL warm-up: every schedule on the device.
+SETTINGS = {**TRAINING_SETTINGS, "lr_schedule": "cosine", "kl_warmup_epochs": 1}
 CFG = {
     "simple_mlp": {"hidden": 16},
     "conv": {"channels": [8, 16, 16], "hidden": 32},

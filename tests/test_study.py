@@ -145,9 +145,9 @@ def killed_worker_pid(tmp: Path, timeout: float = 300) -> int:
     raise AssertionError("no training stage started")
 
 
-def test_a_worker_killed_mid_run_is_retried_and_the_study_completes(tmp_path, data_mirror, serial):
-    proj, env = new_project(tmp_path, data_mirror)
-    proc = subprocess.Popen(
+def start_study(proj: Path, env: dict) -> subprocess.Popen:
+    """The study command in the background, its output (stdout and stderr) on one pipe."""
+    return subprocess.Popen(
         [sys.executable, "tools/study.py", "--workers", "2"],
         cwd=proj,
         env=env,
@@ -155,6 +155,11 @@ def test_a_worker_killed_mid_run_is_retried_and_the_study_completes(tmp_path, da
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_a_worker_killed_mid_run_is_retried_and_the_study_completes(tmp_path, data_mirror, serial):
+    proj, env = new_project(tmp_path, data_mirror)
+    proc = start_study(proj, env)
     os.kill(killed_worker_pid(tmp_path), signal.SIGKILL)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-4000:]
@@ -179,14 +184,7 @@ def wait_for_line(proc: subprocess.Popen, text: str, lines: list[str]) -> None:
 )
 def test_a_signal_stops_everything_and_the_same_command_finishes_the_study(tmp_path, data_mirror, serial, sig, moment):
     proj, env = new_project(tmp_path, data_mirror)
-    proc = subprocess.Popen(
-        [sys.executable, "tools/study.py", "--workers", "2"],
-        cwd=proj,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_study(proj, env)
     lines = []
     wait_for_line(proc, moment, lines)
     proc.send_signal(sig)
