@@ -66,6 +66,11 @@ def dead_dimension_model(z=3, dead=1):
     return model.eval()
 
 
+def report_of(model, x, **kw) -> dict:
+    """full_report with the thresholds params.yaml sets (KL 0.01 nats, activity variance 0.01)."""
+    return full_report(model, x, kl_threshold=0.01, au_threshold=0.01, **kw)
+
+
 def test_iw_bound_with_one_sample_is_the_single_sample_elbo(trained):
     x = data(20, 2)
     bound = iw_bound(trained, x, 1, torch.Generator().manual_seed(5))
@@ -152,17 +157,7 @@ def test_on_binarized_images_the_bound_falls_with_k_towards_the_exact_nll_and_st
 
 def test_the_bounds_standard_error_is_over_the_images_it_averages(trained):
     x = binarize(blobs(60, 4), torch.Generator().manual_seed(1))
-    report = full_report(
-        trained,
-        x,
-        iw_samples=20,
-        iw_images=None,
-        iw_batch=7,
-        seed=3,
-        batch_size=60,
-        kl_threshold=0.01,
-        au_threshold=0.01,
-    )
+    report = report_of(trained, x, iw_samples=20, iw_images=None, iw_batch=7, seed=3, batch_size=60)
     g = torch.Generator().manual_seed(3)  # all images: the generator draws the K samples only, batch by batch
     per_image = torch.cat([iw_bound(trained, xb, 20, g) for xb in x.split(7)])
     assert report["iw_bound"] == pytest.approx(per_image.mean().item(), abs=1e-9)
@@ -178,30 +173,12 @@ def test_active_units_count_a_dead_dimension():
 
 
 def test_collapse_flag_fires_on_collapsed_run_only(trained):
-    sick = full_report(
-        dead_dimension_model(z=2, dead=0),
-        data(200),
-        iw_samples=5,
-        iw_images=None,
-        iw_batch=100,
-        seed=0,
-        batch_size=100,
-        kl_threshold=0.01,
-        au_threshold=0.01,
+    sick = report_of(
+        dead_dimension_model(z=2, dead=0), data(200), iw_samples=5, iw_images=None, iw_batch=100, seed=0, batch_size=100
     )
     assert sick["collapsed"] and sick["active_units"] == 1
     assert sick["collapse_reasons"] == ["1/2 active units", "KL < 0.01 nats in dim 0"]
-    healthy = full_report(
-        trained,
-        blobs(200, 2),
-        iw_samples=5,
-        iw_images=100,
-        iw_batch=50,
-        seed=0,
-        batch_size=100,
-        kl_threshold=0.01,
-        au_threshold=0.01,
-    )
+    healthy = report_of(trained, blobs(200, 2), iw_samples=5, iw_images=100, iw_batch=50, seed=0, batch_size=100)
     assert not healthy["collapsed"] and healthy["active_units"] == 2 and healthy["iw_images"] == 100
     assert collapse(2, 2, [0.5, 0.009], 0.01) == ["KL < 0.01 nats in dim 1"]
 
@@ -210,17 +187,7 @@ def test_elbo_gap_compares_elbo_and_iw_bound_on_the_same_images(trained):
     # Half the images are blobs (~85 nats), half inverted blobs (thousands): a gap taken between
     # different sets of images is off by thousands; on the same images it is a fraction of a nat.
     x = torch.cat([blobs(50, 5), 1 - blobs(50, 6)])[torch.randperm(100, generator=torch.Generator().manual_seed(0))]
-    report = full_report(
-        trained,
-        x,
-        iw_samples=5,
-        iw_images=10,
-        iw_batch=50,
-        seed=0,
-        batch_size=100,
-        kl_threshold=0.01,
-        au_threshold=0.01,
-    )
+    report = report_of(trained, x, iw_samples=5, iw_images=10, iw_batch=50, seed=0, batch_size=100)
     assert report["iw_images"] == 10 and 0 <= report["elbo_gap"] < 1.0
     assert report["subset_total"] - report["iw_bound"] == pytest.approx(report["elbo_gap"], abs=1e-4)
 
@@ -237,20 +204,7 @@ def test_bound_and_elbo_come_from_the_same_samples_so_the_gap_is_never_negative(
     assert ((neg_elbo - bound) >= 0).all() and ((neg_elbo - bound) > 0).any()
     # With a handful of samples the gap is small next to the noise of one draw: a gap taken from two
     # independent estimates (a single-draw -ELBO minus the bound) comes out negative for some images.
-    reports = [
-        full_report(
-            trained,
-            x,
-            iw_samples=2,
-            iw_images=1,
-            iw_batch=1,
-            seed=s,
-            batch_size=40,
-            kl_threshold=0.01,
-            au_threshold=0.01,
-        )
-        for s in range(20)
-    ]
+    reports = [report_of(trained, x, iw_samples=2, iw_images=1, iw_batch=1, seed=s, batch_size=40) for s in range(20)]
     assert all(r["elbo_gap"] >= 0 for r in reports), [r["elbo_gap"] for r in reports]
 
 
@@ -266,33 +220,15 @@ def collapsed_model(z=2):
 
 
 def test_elbo_gap_is_zero_when_the_decoder_ignores_z():
-    report = full_report(
-        collapsed_model(),
-        blobs(100, 7),
-        iw_samples=50,
-        iw_images=40,
-        iw_batch=20,
-        seed=0,
-        batch_size=50,
-        kl_threshold=0.01,
-        au_threshold=0.01,
+    report = report_of(
+        collapsed_model(), blobs(100, 7), iw_samples=50, iw_images=40, iw_batch=20, seed=0, batch_size=50
     )
     assert abs(report["elbo_gap"]) < 1e-3 and report["collapsed"]
 
 
 def test_elbo_gap_is_positive_for_a_model_that_uses_z(trained):
     gaps = [
-        full_report(
-            trained,
-            blobs(60, 8),
-            iw_samples=100,
-            iw_images=60,
-            iw_batch=30,
-            seed=s,
-            batch_size=60,
-            kl_threshold=0.01,
-            au_threshold=0.01,
-        )["elbo_gap"]
+        report_of(trained, blobs(60, 8), iw_samples=100, iw_images=60, iw_batch=30, seed=s, batch_size=60)["elbo_gap"]
         for s in range(3)
     ]
     assert all(g > 0 for g in gaps), gaps

@@ -1,6 +1,7 @@
 import json
 import math
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -81,6 +82,21 @@ def _runs(tmp_path, monkeypatch, values: dict[str, list[tuple]]) -> pd.DataFrame
     return report.load_runs(run_list), run_list
 
 
+def write_all(runs, run_list, tmp_path: Path) -> None:
+    """compare's outputs, each under tmp_path: c.json, cells/, c.csv, curves.csv, c.md, c.png."""
+    report.write_comparison(
+        runs,
+        report.load_curves(run_list),
+        "mnist",
+        json_path=tmp_path / "c.json",
+        cells_dir=tmp_path / "cells",
+        csv_path=tmp_path / "c.csv",
+        curves_path=tmp_path / "curves.csv",
+        md_path=tmp_path / "c.md",
+        png_path=tmp_path / "c.png",
+    )
+
+
 def test_a_cell_is_the_mean_sample_std_min_and_max_over_its_seeds(tmp_path, monkeypatch):
     runs, _ = _runs(tmp_path, monkeypatch, {"study-conv-2": [(140, 130, 10), (142, 131, 11), (147, 136, 11, True)]})
     cell = report.aggregate(runs).iloc[0]
@@ -149,17 +165,7 @@ def test_a_seed_whose_training_loss_blew_up_is_counted_as_diverged_and_its_cell_
     assert cells["diverged"].tolist() == [2, 0, 0] and cells["collapsed"].tolist() == [0, 0, 0]
     # Unflagged, the residual would be best by "max" and overlap both others by "min".
     assert report.rank(cells, "total", "max") == ["", "", "best"]
-    report.write_comparison(
-        runs,
-        report.load_curves(run_list),
-        "mnist",
-        json_path=tmp_path / "c.json",
-        cells_dir=tmp_path / "cells",
-        csv_path=tmp_path / "c.csv",
-        curves_path=tmp_path / "curves.csv",
-        md_path=tmp_path / "c.md",
-        png_path=tmp_path / "c.png",
-    )
+    write_all(runs, run_list, tmp_path)
     md = re.sub(r" +", " ", (tmp_path / "c.md").read_text())
     assert "⚠ 2/3: seed 0, training −ELBO 1.46e+20 in the last epoch, 170.4 at best |" in md
     assert "| residual | 1 | 1e+29 ± 1.73e+29 |" in md  # not 30 digits
@@ -189,17 +195,7 @@ def test_a_seed_that_stopped_at_a_nan_loss_is_counted_as_diverged_and_its_null_f
     )
     assert runs["diverged"].tolist() == [True, False, False, False]
     assert runs["divergence"][0] == "loss not finite in epoch 2: training stopped there, figures of epoch 1's model"
-    report.write_comparison(
-        runs,
-        report.load_curves(run_list),
-        "mnist",
-        json_path=tmp_path / "c.json",
-        cells_dir=tmp_path / "cells",
-        csv_path=tmp_path / "c.csv",
-        curves_path=tmp_path / "curves.csv",
-        md_path=tmp_path / "c.md",
-        png_path=tmp_path / "c.png",
-    )
+    write_all(runs, run_list, tmp_path)
     residual = json.loads((tmp_path / "c.json").read_text())["study"]["residual-1"]
     assert residual["diverged"] == 1 and residual["iw_bound"]["per_seed"] == {"0": None, "1": 170}
     assert residual["total"]["per_seed"] == {"0": 900, "1": 175}
@@ -242,17 +238,7 @@ def test_the_comparison_files_from_runs_named_in_params(tmp_path, monkeypatch):
         },
     )
     _write_run("study-stale-9-0", 1, 1, 0)  # a run no longer in params: ignored
-    report.write_comparison(
-        runs,
-        report.load_curves(run_list),
-        "mnist",
-        json_path=tmp_path / "c.json",
-        cells_dir=tmp_path / "cells",
-        csv_path=tmp_path / "c.csv",
-        curves_path=tmp_path / "curves.csv",
-        md_path=tmp_path / "c.md",
-        png_path=tmp_path / "c.png",
-    )
+    write_all(runs, run_list, tmp_path)
     comparison = json.loads((tmp_path / "c.json").read_text())
     assert list(comparison["study"]) == ["conv-1", "conv-2", "deep_mlp-1", "deep_mlp-2"]
     total = comparison["study"]["conv-2"]["total"]
@@ -314,15 +300,7 @@ def test_binarized_runs_get_their_own_section_beside_the_published_figures(tmp_p
             run_list.append((recipe, family, int(z), seed))
     runs = report.load_runs(run_list)
     assert runs["binarized"].tolist() == [False] * 4 + [True] * 8
-    kwargs = {
-        "json_path": tmp_path / "c.json",
-        "cells_dir": tmp_path / "cells",
-        "csv_path": tmp_path / "c.csv",
-        "curves_path": tmp_path / "curves.csv",
-        "md_path": tmp_path / "c.md",
-        "png_path": tmp_path / "c.png",
-    }
-    report.write_comparison(runs, report.load_curves(run_list), "mnist", **kwargs)
+    write_all(runs, run_list, tmp_path)
     md = re.sub(r" +", " ", (tmp_path / "c.md").read_text())
     # The grey-level legend and tables are as before: their IW subset, grey targets, the side-by-side of the two.
     assert "on a fixed random subset of 1000 test images" in md and "The targets are grey levels" in md
