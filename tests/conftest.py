@@ -3,8 +3,13 @@ import os
 import struct
 from pathlib import Path
 
-import pytest
-import torch
+# One torch thread per test process (and the stages they start), set before torch is imported: pytest-xdist
+# runs one process per core, and OpenMP threads beyond the cores spin against each other. A test about
+# threads sets its own.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from vae.data import DATASETS
 from vae.download import MIRROR_ENV, MNIST_MIRROR_ENV
@@ -73,8 +78,10 @@ def smoke_study(tmp_path_factory, data_mirror):
     return tmp, proj, env, r.stdout + r.stderr
 
 
-# Session fixtures cheap enough to build once per pytest-xdist worker.
-CHEAP = {"data_mirror", "real_mirror", "tmp_path_factory"}
+# Shared fixtures built once per pytest-xdist worker that needs them, rather than tying their tests to one
+# worker: cheap ones, and test_study's two-run serial reference (about 30 s), so that the study's fault
+# tests can run beside the smoke matrix instead of after it.
+PER_WORKER = {"data_mirror", "real_mirror", "tmp_path_factory", "serial"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -93,12 +100,15 @@ def pytest_collection_modifyitems(config, items):
         keys = [
             (d[-1].scope, item.module.__name__ if d[-1].scope == "module" else "", name)
             for name, d in (defs.name2fixturedefs.items() if defs else [])
-            if d and d[-1].scope in ("module", "session") and name not in CHEAP
+            if d and d[-1].scope in ("module", "session") and name not in PER_WORKER
         ]
         shared[item] = keys
         for a, b in zip(keys, keys[1:]):
             parent[find(a)] = find(b)
-    for item, keys in shared.items():
-        if keys:
-            root = find(keys[0])
-            item.add_marker(pytest.mark.xdist_group("-".join(root[1:]).strip("-")))
+    group = {item: "-".join(find(keys[0])[1:]).strip("-") for item, keys in shared.items() if keys}
+    for item, name in group.items():
+        item.add_marker(pytest.mark.xdist_group(name))
+    # The largest groups first (the smoke study's is the longest job of the suite), so no worker starts
+    # one when the others are nearly done.
+    size = {name: list(group.values()).count(name) for name in set(group.values())}
+    items.sort(key=lambda item: -size.get(group.get(item, ""), 0))
