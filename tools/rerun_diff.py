@@ -52,7 +52,10 @@ def main() -> int:
         sys.exit(f"rerun_diff: no dvc.lock at {args.rev}")
     after_lock = (ROOT / "dvc.lock").read_text()
     before, after = train_stages(before_lock), train_stages(after_lock)
-    both = sorted(before & after, key=lambda s: s.split("@")[1])
+    # A lock entry identical to the earlier one (deps included) is that study's run, not yet rerun.
+    old_stages, new_stages = (YAML(typ="safe").load(t)["stages"] for t in (before_lock, after_lock))
+    not_rerun = {s for s in before & after if old_stages[s] == new_stages[s]}
+    both = sorted(before & after - not_rerun, key=lambda s: s.split("@")[1])
     print(f"{'run':28} {'model':9} {'history':9} {'test -ELBO before':>18} {'after':>9} {'diff':>8}")
     same_model = same_history = 0
     largest = 0.0
@@ -74,7 +77,7 @@ def main() -> int:
             f"{cell(t0, 18)} {cell(t1, 9)} {cell(diff, 8)}"
         )
     print(
-        f"\n{len(both)} runs in both: {same_model} models and {same_history} histories byte-identical; "
+        f"\n{len(both)} runs rerun ({len(not_rerun)} not yet): {same_model} models and {same_history} histories byte-identical; "
         f"largest |test -ELBO difference| {largest:.4f} nats; only before: {len(before - after)}, "
         f"only after: {len(after - before)}"
     )

@@ -56,9 +56,9 @@ COST = {"residual": 27, "conv": 14, "deep_mlp": 4.5, "simple_mlp": 2.7}
 # thread, extrapolated from 500 images; docs/speed.md).
 NLL_COST = {"residual": 19, "conv": 11, "deep_mlp": 2.5, "simple_mlp": 1.7}
 # Seconds for CALIBRATION_STEPS training steps (batch 128, z=2) of each family at one thread on the same
-# machine, idle (calibrate()): the estimate scales COST by how long they take here.
+# machine, idle (calibrate(); the median of 3 on 2026-12-05): the estimate scales COST by how long they take here.
 CALIBRATION_STEPS = 10
-CALIBRATION_S = {"residual": 1.0, "conv": 1.0, "deep_mlp": 1.0, "simple_mlp": 1.0}
+CALIBRATION_S = {"residual": 0.75, "conv": 0.32, "deep_mlp": 0.15, "simple_mlp": 0.08}
 # Where a checkout's results go when no DVC remote is configured: outside the checkout,
 # shared by every checkout of this user, so a second clone pulls what the first computed.
 DEFAULT_REMOTE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vae-study" / "remote"
