@@ -2,6 +2,7 @@
 results home, and faults (a killed worker, Ctrl-C, SIGTERM, a second study) lose nothing."""
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,8 @@ from tests.smoke import DVC, ROOT, SMOKE, commit, make_project, outs, run_study,
 sys.path.insert(0, str(ROOT / "tools"))
 import atomic_dvc  # noqa: E402
 import study  # noqa: E402
+
+from benchmarks import study_time  # noqa: E402
 
 # Two runs (seeds 0 and 1 of one cell of the smoke matrix): enough for two workers, cheap to repeat.
 PARAMS = {**SMOKE, "recipes": ["study"], "families": ["simple_mlp"], "latent_dims": [2]}
@@ -69,6 +72,13 @@ def test_the_study_on_two_workers_writes_what_a_serial_repro_writes(smoke_study,
     assert len(shared) == 9 and {k: studied.get(k) for k in shared} == shared
     n = len([k for k in studied if k[0].startswith("train@")]) // 2
     assert f"study: {n}/{n} runs computed" in out
+    # One record per computed run: what benchmarks/study_time.py sums into the README's wall time.
+    records = [json.loads(line) for line in (proj / "logs" / "study" / "runs.jsonl").read_text().splitlines()]
+    assert sorted(r["run"] for r in records) == sorted(
+        {k[0].removeprefix("train@") for k in studied if k[0].startswith("train@")}
+    )
+    assert {(r["workers"], r["threads"]) for r in records} == {(2, 1)}
+    assert f"| all | | {n} |" in study_time.summary(records)
     # The coordinator restored both stages of each run from the run-cache; it ran no training.
     for run in RUNS:
         for stage in ("train", "evaluate"):
@@ -260,7 +270,7 @@ def test_workers_on_other_machines_are_refused_the_local_default_remote(tmp_path
     assert r.returncode == 1 and "cannot reach the remote" in r.stderr and not (proj / "dvc.lock").exists()
 
 
-def test_the_embedded_cluster_listens_on_loopback_only():
+def test_the_embedded_cluster_listens_on_loopback_only_and_its_workers_run_lean():
     client, cluster = study.connect(Namespace(scheduler=None, workers=2, dashboard=True, gpus_per_run=0))
     try:
         procs = [psutil.Process(), *psutil.Process().children(recursive=True)]
@@ -272,6 +282,9 @@ def test_the_embedded_cluster_listens_on_loopback_only():
         }
         assert len(listening) >= 4  # the scheduler, its dashboard, each worker and nanny
         assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1"}, listening
+        # ...and its workers, which only wait on DVC, spend no CPU on profiling or 20 ms event-loop ticks.
+        lean = client.run(lambda dask_worker: ("profile" in dask_worker.periodic_callbacks, dask_worker._tick_interval))
+        assert list(lean.values()) == [(False, 1.0)] * 2, lean
     finally:
         client.close()
         cluster.close()

@@ -64,6 +64,11 @@ CALIBRATION_S = {"residual": 0.75, "conv": 0.32, "deep_mlp": 0.15, "simple_mlp":
 DEFAULT_REMOTE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vae-study" / "remote"
 SNAPSHOT_REF = "refs/vae-study/snapshot"
 STOP_EVENT = "vae-study-stop"
+# A task only waits on its DVC process, so Dask's statistical profiler (a stack sample every 10 ms) and its
+# 20 ms event-loop health check are pure cost, taken from training: the embedded cluster of 2 workers used
+# 5.7 CPU-s a minute with them, 1.8 without (the 2-core machine, median of 3; benchmarks/engine_overhead.py).
+# Workers on other machines keep their own configuration (docs/cluster.md).
+DASK_CONFIG = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s"}
 
 
 class Interrupted(Exception):
@@ -394,9 +399,11 @@ def to_compute(todo: list[tuple[str, list[str]]], env: dict) -> list[tuple[str, 
 
 
 def connect(args):
+    import dask
     from distributed import Client, LocalCluster
     from distributed.security import Security
 
+    dask.config.set(DASK_CONFIG)  # the embedded cluster's workers get it through their nanny
     if args.scheduler:
         security = None
         if args.tls_ca_file:
@@ -457,6 +464,7 @@ def compute(todo, args, snapshot, bundle, params) -> tuple[list[dict], dict[str,
     done: list[dict] = []
     failed: dict[str, str] = {}
     t0 = time.monotonic()
+    started = utc_now()
     try:
         data = client.scatter(bundle, broadcast=True)
         futures = {
@@ -475,7 +483,8 @@ def compute(todo, args, snapshot, bundle, params) -> tuple[list[dict], dict[str,
             ): run
             for i, (run, stages) in enumerate(todo)
         }
-        say(f"{len(todo)} runs on {len(client.scheduler_info()['workers'])} workers ({client.scheduler.address})")
+        workers = len(client.scheduler_info()["workers"])
+        say(f"{len(todo)} runs on {workers} workers ({client.scheduler.address})")
         for future in as_completed(futures):
             run = futures[future]
             if future.status == "finished":
@@ -484,6 +493,7 @@ def compute(todo, args, snapshot, bundle, params) -> tuple[list[dict], dict[str,
                 write_log(run, r["log"])
                 unpack(r["tensorboard"], ROOT / "logs" / run)
                 s = r["seconds"]
+                record(r, workers, args.threads, started)
                 say(
                     f"{run} done on {r['host']} in {s['compute'] / 60:.1f} min "
                     f"(+{s['workspace'] + s['pull'] + s['push']:.0f} s workspace, pull and push) "
@@ -511,6 +521,28 @@ def compute(todo, args, snapshot, bundle, params) -> tuple[list[dict], dict[str,
         if cluster is not None:
             cluster.close()
     return done, failed
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def record(result: dict, workers: int, threads: int, started: str) -> None:
+    """One line per computed run in logs/study/runs.jsonl: what benchmarks/study_time.py sums into
+    the study's wall time, also when a study is computed over several sittings."""
+    line = {
+        "run": result["run"],
+        "host": result["host"],
+        "study_started": started,
+        "finished": utc_now(),
+        "workers": workers,
+        "threads": threads,
+        "seconds": {k: round(v, 1) for k, v in result["seconds"].items()},
+    }
+    path = ROOT / "logs" / "study" / "runs.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 def write_log(run: str, text: str) -> None:
