@@ -4,8 +4,9 @@
     python benchmarks/study_time.py benchmarks/study_runs.jsonl   # the committed study's record
 
 Prints, per sitting of the study command (one `study_started`), its workers x threads, runs and wall time
-(first run started to last run finished), then the mean minutes per run of each recipe and family
-(the compute step: `dvc repro` of train@ and evaluate@, without workspace, pull and push).
+(the first run's start to the last run's end, or to Ctrl-C where the study was stopped), then the mean minutes per run of each recipe and family
+(the compute step: `dvc repro` of train@ and evaluate@, without workspace, pull and push), leaving out
+runs that resumed from a checkpoint of an earlier sitting.
 """
 
 from __future__ import annotations
@@ -27,23 +28,42 @@ def summary(lines: list[dict]) -> str:
     sittings: dict[str, list[dict]] = defaultdict(list)
     for r in lines:
         sittings[r["study_started"]].append(r)
-    out = ["| sitting | workers x threads | runs | wall time |", "| --- | --- | --- | --- |"]
+    out = [
+        "| sitting | workers x threads | runs finished | stopped with runs unfinished | wall time |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     total = 0.0
     for started, rs in sorted(sittings.items()):
-        first = min(when(r["finished"]) - sum(r["seconds"].values()) for r in rs)
-        wall = max(when(r["finished"]) for r in rs) - first
+        runs = [r for r in rs if "run" in r]
+        stops = [r for r in rs if "stopped" in r]
+        # From the first run's start to the last run's end, or to the stop, whose unfinished runs
+        # resume in a later sitting.
+        wall = max(when(r.get("finished") or r["stopped"]) for r in rs) - when(started)
         total += wall
-        shape = sorted({f"{r['workers']} x {r['threads']}" for r in rs})
-        out.append(f"| {started} | {', '.join(shape)} | {len(rs)} | {wall / 60:.0f} min |")
-    runs = len({r["run"] for r in lines})
-    out.append(f"| all | | {runs} | {total / 3600:.1f} h |")
+        shape = ", ".join(sorted({f"{r['workers']} x {r['threads']}" for r in runs}))
+        stopped = str(stops[-1]["unfinished"]) if stops else ""
+        out.append(f"| {started} | {shape} | {len(runs)} | {stopped} | {wall / 60:.0f} min |")
+    runs = len({r["run"] for r in lines if "run" in r})
+    out.append(f"| all | | {runs} | | {total / 3600:.1f} h |")
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    resumed: dict[tuple[str, str], int] = defaultdict(int)
     for r in lines:
-        recipe, family = r["run"].split("-")[:2]
-        cells[recipe, family].append(r["seconds"]["compute"] / 60)
-    out += ["", "| recipe | family | runs | minutes per run (mean, min-max) |", "| --- | --- | --- | --- |"]
-    for (recipe, family), m in sorted(cells.items()):
-        out.append(f"| {recipe} | {family} | {len(m)} | {sum(m) / len(m):.1f} ({min(m):.1f}-{max(m):.1f}) |")
+        if "run" not in r:
+            continue
+        cell = tuple(r["run"].split("-")[:2])
+        if r.get("resumed_after_epoch"):  # its seconds are only the epochs after the resume
+            resumed[cell] += 1
+        else:
+            cells[cell].append(r["seconds"]["compute"] / 60)
+    out += [
+        "",
+        "| recipe | family | runs | minutes per run (mean, min-max) | resumed runs (not in the mean) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for recipe, family in sorted(set(cells) | set(resumed)):
+        m = cells[recipe, family]
+        mean = f"{sum(m) / len(m):.1f} ({min(m):.1f}-{max(m):.1f})" if m else "-"
+        out.append(f"| {recipe} | {family} | {len(m)} | {mean} | {resumed[recipe, family]} |")
     return "\n".join(out)
 
 

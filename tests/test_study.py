@@ -4,6 +4,7 @@ results home, and faults (a killed worker, Ctrl-C, SIGTERM, a second study) lose
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,6 +73,9 @@ def test_the_study_on_two_workers_writes_what_a_serial_repro_writes(smoke_study,
     assert len(shared) == 9 and {k: studied.get(k) for k in shared} == shared
     n = len([k for k in studied if k[0].startswith("train@")]) // 2
     assert f"study: {n}/{n} runs computed" in out
+    assert re.search(
+        rf"study: {n} runs to compute \(0 up to date\): about .* on 2 workers at once: a training step", out
+    )
     # One record per computed run: what benchmarks/study_time.py sums into the README's wall time.
     records = [json.loads(line) for line in (proj / "logs" / "study" / "runs.jsonl").read_text().splitlines()]
     assert sorted(r["run"] for r in records) == sorted(
@@ -206,6 +210,29 @@ def test_a_signal_stops_everything_and_the_same_command_finishes_the_study(tmp_p
     r = run_study(proj, env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert outs(proj) == serial[2]
+
+
+def test_a_run_stopped_mid_training_resumes_from_its_last_epoch_in_the_next_study(tmp_path, data_mirror):
+    """The end of a working day: Ctrl-C, and the next day's study goes on from the run's last epoch."""
+    proj, env = new_project(tmp_path, data_mirror, {**PARAMS, "seeds": [0], "train.epochs": 10})
+    run = RUNS[0]
+    checkpoint = tmp_path / "scratch" / "checkpoints" / f"{run}.pt"  # the machine's, outside any workspace
+    proc = start_study(proj, env)
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no epoch checkpoint was written"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0 and "study: stopped" in out, out[-3000:]
+    assert checkpoint.exists() and not (proj / "models" / f"{run}.pt").exists()
+    r = run_study(proj, env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert re.search(rf"{run}: resuming after epoch [1-9] ", (proj / "logs" / "study" / f"{run}.log").read_text())
+    assert not checkpoint.exists()  # the run is complete: nothing left to resume
+    assert len((proj / "metrics" / "history" / f"{run}.csv").read_text().splitlines()) == 1 + 10
+    stop, done = [json.loads(line) for line in (proj / "logs" / "study" / "runs.jsonl").read_text().splitlines()]
+    assert stop["unfinished"] == 1 and done["run"] == run and done["resumed_after_epoch"] >= 1
 
 
 def test_a_signal_during_the_lock_write_leaves_the_previous_lock(tmp_path, monkeypatch):

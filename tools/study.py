@@ -166,6 +166,13 @@ def workspace(snapshot: dict, bundle: bytes, scratch: Path) -> Path:
     ):
         subprocess.run(["git", *cmd], cwd=ws, check=True, capture_output=True)
     (ws.parent / f"{ws.name}.bundle").unlink()
+    # Epoch checkpoints live outside the workspace, in one folder per machine: a run stopped by Ctrl-C,
+    # a killed worker or the end of a working day resumes from its last epoch on any worker of this
+    # machine, in this study or a later one, if its code, settings and data are the same (the train stage
+    # checks, and resumes exactly: tests/test_resume.py); otherwise it starts over.
+    shared = scratch / "checkpoints"
+    shared.mkdir(parents=True, exist_ok=True)
+    (ws / "checkpoints").symlink_to(shared, target_is_directory=True)
     # Same machine or a shared file system: use the coordinator's cache, so nothing is copied twice.
     cache = snapshot["cache"] if os.access(snapshot["cache"], os.W_OK) else None
     config = (
@@ -276,8 +283,27 @@ def calibrate(params: dict, threads: int) -> float:
     return here / ours
 
 
-def estimate(todo, args, params: dict) -> str:
-    """What the runs will cost: our machine's minutes (COST) scaled by a calibration on this one."""
+def calibrate_workers(client, params: dict, threads: int) -> float:
+    """calibrate() on every worker at once, so the steps share the machine as the runs will: two 1-thread
+    runs on the 2-core machine each take about 1.5x as long as one alone (benchmarks/study_runs.jsonl)."""
+
+    def warm_up(root: str) -> None:  # imports and torch's first optimizer, untimed, before the timed steps
+        sys.path.insert(0, root)
+        import torch
+
+        from vae.models import build_model
+
+        torch.optim.Adam(build_model("simple_mlp", 2, params["models"]["simple_mlp"]).parameters())
+
+    workers = list(client.scheduler_info()["workers"])
+    client.gather([client.submit(warm_up, str(ROOT), workers=[w], pure=False) for w in workers])
+    ratios = client.gather([client.submit(calibrate, params, threads, workers=[w], pure=False) for w in workers])
+    return sum(ratios) / len(ratios)
+
+
+def estimate(todo, args, params: dict, client=None) -> str:
+    """What the runs will cost: our machine's minutes (COST) scaled by a calibration here, on the embedded
+    cluster's workers when there is one (in this process otherwise)."""
     total = sum(minutes(run, params) for run, _ in todo)
     if args.scheduler:
         return (
@@ -285,12 +311,14 @@ def estimate(todo, args, params: dict) -> str:
             "machine, shared by the cluster's workers"
         )
     t0 = time.monotonic()
-    ratio = calibrate(params, args.threads)
+    ratio = calibrate_workers(client, params, args.threads) if client else calibrate(params, args.threads)
     total *= ratio
+    where = f"on {args.workers} workers at once" if client else "here"
     return (
         f"about {duration(total)} of training (and likelihood evaluation) for one worker of {args.threads} "
         f"thread(s) here, so {duration(total / args.workers)} on {args.workers} (a calibration of "
-        f"{time.monotonic() - t0:.0f} s: a training step takes {ratio:.2f}x as long as on our 2-core machine)"
+        f"{time.monotonic() - t0:.0f} s {where}: a training step takes {ratio:.2f}x as long as on our idle "
+        "2-core machine)"
     )
 
 
@@ -448,7 +476,7 @@ def progress(todo, done: list[dict], failed: dict, t0: float, params: dict) -> s
     )
 
 
-def compute(todo, args, snapshot, bundle, params) -> tuple[list[dict], dict[str, str]]:
+def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[dict], dict[str, str]]:
     """Every run of `todo` on the cluster; (results, {run: why it failed})."""
     import cloudpickle
     import dask
@@ -463,9 +491,11 @@ def compute(todo, args, snapshot, bundle, params) -> tuple[list[dict], dict[str,
     stop.clear()
     done: list[dict] = []
     failed: dict[str, str] = {}
-    t0 = time.monotonic()
-    started = utc_now()
+    futures: dict = {}  # none yet, if a signal comes during the calibration
     try:
+        say(f"{headline}: {estimate(todo, args, params, None if args.scheduler else client)}")
+        t0 = time.monotonic()
+        started = utc_now()
         data = client.scatter(bundle, broadcast=True)
         futures = {
             client.submit(
@@ -493,7 +523,7 @@ def compute(todo, args, snapshot, bundle, params) -> tuple[list[dict], dict[str,
                 write_log(run, r["log"])
                 unpack(r["tensorboard"], ROOT / "logs" / run)
                 s = r["seconds"]
-                record(r, workers, args.threads, started)
+                record(run_record(r, workers, args.threads, started))
                 say(
                     f"{run} done on {r['host']} in {s['compute'] / 60:.1f} min "
                     f"(+{s['workspace'] + s['pull'] + s['push']:.0f} s workspace, pull and push) "
@@ -511,6 +541,8 @@ def compute(todo, args, snapshot, bundle, params) -> tuple[list[dict], dict[str,
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
         wait(list(futures), timeout=150)
+        if futures:
+            record({"study_started": started, "stopped": utc_now(), "unfinished": len(todo) - len(done) - len(failed)})
         raise
     finally:
         try:
@@ -527,10 +559,18 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def record(result: dict, workers: int, threads: int, started: str) -> None:
-    """One line per computed run in logs/study/runs.jsonl: what benchmarks/study_time.py sums into
-    the study's wall time, also when a study is computed over several sittings."""
-    line = {
+def record(line: dict) -> None:
+    """A line of logs/study/runs.jsonl, the study's own account of its time: one per computed run, and
+    one where a study is stopped. benchmarks/study_time.py sums it, also over several sittings."""
+    path = ROOT / "logs" / "study" / "runs.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def run_record(result: dict, workers: int, threads: int, started: str) -> dict:
+    resumed = re.search(r"resuming after epoch (\d+)", result["log"])
+    return {
         "run": result["run"],
         "host": result["host"],
         "study_started": started,
@@ -538,11 +578,9 @@ def record(result: dict, workers: int, threads: int, started: str) -> None:
         "workers": workers,
         "threads": threads,
         "seconds": {k: round(v, 1) for k, v in result["seconds"].items()},
+        # A resumed run's seconds are only its last part: study_time.py leaves it out of the means.
+        "resumed_after_epoch": int(resumed.group(1)) if resumed else 0,
     }
-    path = ROOT / "logs" / "study" / "runs.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(line) + "\n")
 
 
 def write_log(run: str, text: str) -> None:
@@ -625,11 +663,9 @@ def study(args, params: dict, todo, env: dict) -> int:
     done: list[dict] = []
     failed: dict[str, str] = {}
     if todo:
-        say(
-            f"{len(todo)} runs to compute ({len(plan(params, args.only)) - len(todo)} up to date): {estimate(todo, args, params)}"
-        )
+        headline = f"{len(todo)} runs to compute ({len(plan(params, args.only)) - len(todo)} up to date)"
         snapshot, bundle = make_snapshot(remote)
-        done, failed = compute(todo, args, snapshot, bundle, params)
+        done, failed = compute(todo, args, snapshot, bundle, params, headline)
         say(f"{len(done)}/{len(todo)} runs computed in {(time.monotonic() - t0) / 60:.1f} min wall time")
         if done:
             mean = {k: sum(r["seconds"][k] for r in done) / len(done) for k in done[0]["seconds"]}
