@@ -204,6 +204,7 @@ def test_a_signal_stops_everything_and_the_same_command_finishes_the_study(tmp_p
     proc.send_signal(sig)
     out = "".join(lines) + proc.communicate(timeout=300)[0]
     assert proc.returncode != 0 and "study: stopped" in out, out[:3000] + "\n[...]\n" + out[-1500:]
+    assert "Compute Failed" not in out, "a stopped run is not a failed Dask task"
     assert not ours_alive(tmp_path), "no DVC process or stage outlives the study command"
     if (proj / "dvc.lock").exists():
         YAML(typ="safe").load((proj / "dvc.lock").read_text())  # whole, parseable

@@ -22,7 +22,9 @@ dvc-remote/, kept in git (.dvc/config). Where no default remote is configured, a
 is set up in .dvc/config.local (`--remote` names another).
 The embedded cluster listens on 127.0.0.1 only, with no dashboard unless `--dashboard`.
 Ctrl-C or SIGTERM stops every run, waits for every DVC process to exit and leaves
-dvc.lock whole; the same command again redoes only what is not in the run-cache.
+dvc.lock whole; the same command again redoes only what is not in the run-cache, and a run
+stopped mid-training resumes from its last epoch (checkpoints are kept per machine, in
+$VAE_STUDY_SCRATCH/checkpoints).
 """
 
 from __future__ import annotations
@@ -187,8 +189,10 @@ def run_task(run: str, stages: list[str], snapshot: dict, bundle: bytes, threads
     from distributed import Event
 
     stop_event = Event(STOP_EVENT)
-    if stop_event.is_set():  # the study is stopping: a run not yet started stays so
-        raise Interrupted("stop requested")
+    # The study is stopping: a run not yet started stays so. (Returned, not raised: Dask would log every
+    # waiting run as a failed task.)
+    if stop_event.is_set():
+        return {"run": run, "stopped": True}
     scratch = scratch_dir()
     t0 = time.monotonic()
     ws = workspace(snapshot, bundle, scratch)
@@ -204,7 +208,11 @@ def run_task(run: str, stages: list[str], snapshot: dict, bundle: bytes, threads
     )
     for step, args in steps:
         start = time.monotonic()
-        if dvc(args, ws, env, log, stop=stop_event.is_set):
+        try:
+            rc = dvc(args, ws, env, log, stop=stop_event.is_set)
+        except Interrupted:  # its DVC has exited; the epoch checkpoint stays for the next study
+            return {"run": run, "stopped": True}
+        if rc:
             raise RuntimeError(
                 f"{run}: `dvc {' '.join(args)}` failed on {socket.gethostname()}:\n" + log.read_text()[-3000:]
             )
@@ -519,6 +527,8 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
             run = futures[future]
             if future.status == "finished":
                 r = future.result()
+                if r.get("stopped"):  # only while this study stops, which leaves this loop first
+                    continue
                 done.append(r)
                 write_log(run, r["log"])
                 unpack(r["tensorboard"], ROOT / "logs" / run)
@@ -639,7 +649,7 @@ def main() -> None:
     except (KeyboardInterrupt, Interrupted):
         sys.exit(
             "study: stopped; dvc.lock holds every stage that finished. Run the same command to go on "
-            "(finished runs are restored from the run-cache, not recomputed)"
+            "(finished runs are restored from the run-cache, not recomputed; stopped ones resume from their last epoch)"
         )
 
 
