@@ -5,8 +5,9 @@
 
 Prints, per sitting of the study command (one `study_started`), its workers x threads, runs and wall time
 (the first run's start to the last run's end, or to Ctrl-C where the study was stopped), then the mean minutes per run of each recipe and family
-(the compute step: `dvc repro` of train@ and evaluate@, without workspace, pull and push), leaving out
-runs that resumed from a checkpoint of an earlier sitting.
+(the compute step: `dvc repro` of train@ and evaluate@, without workspace, pull and push), split into the
+train stage's epochs and the rest (mostly the evaluation), leaving out runs that resumed from a checkpoint
+of an earlier sitting.
 """
 
 from __future__ import annotations
@@ -40,12 +41,13 @@ def summary(lines: list[dict]) -> str:
         # resume in a later sitting.
         wall = max(when(r.get("finished") or r["stopped"]) for r in rs) - when(started)
         total += wall
-        shape = ", ".join(sorted({f"{r['workers']} x {r['threads']}" for r in runs}))
+        shape = ", ".join(sorted({f"{r['workers']} x {r['threads']}" for r in rs}))
         stopped = str(stops[-1]["unfinished"]) if stops else ""
         out.append(f"| {started} | {shape} | {len(runs)} | {stopped} | {wall / 60:.0f} min |")
     runs = len({r["run"] for r in lines if "run" in r})
     out.append(f"| all | | {runs} | | {total / 3600:.1f} h |")
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    epochs: dict[tuple[str, str], list[float]] = defaultdict(list)
     resumed: dict[tuple[str, str], int] = defaultdict(int)
     for r in lines:
         if "run" not in r:
@@ -55,15 +57,21 @@ def summary(lines: list[dict]) -> str:
             resumed[cell] += 1
         else:
             cells[cell].append(r["seconds"]["compute"] / 60)
+            epochs[cell].append(r["epoch_seconds"] / 60)
     out += [
         "",
-        "| recipe | family | runs | minutes per run (mean, min-max) | resumed runs (not in the mean) |",
-        "| --- | --- | --- | --- | --- |",
+        "| recipe | family | runs | minutes per run (mean, min-max) | of which training epochs | the rest "
+        "(evaluation) | resumed runs (not in the means) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for recipe, family in sorted(set(cells) | set(resumed)):
-        m = cells[recipe, family]
-        mean = f"{sum(m) / len(m):.1f} ({min(m):.1f}-{max(m):.1f})" if m else "-"
-        out.append(f"| {recipe} | {family} | {len(m)} | {mean} | {resumed[recipe, family]} |")
+    for cell in sorted(set(cells) | set(resumed)):
+        m, e = cells[cell], epochs[cell]
+        if m:
+            mean, train = sum(m) / len(m), sum(e) / len(e)
+            figures = f"{mean:.1f} ({min(m):.1f}-{max(m):.1f}) | {train:.1f} | {mean - train:.1f}"
+        else:
+            figures = "- | - | -"
+        out.append(f"| {' | '.join(cell)} | {len(m)} | {figures} | {resumed[cell]} |")
     return "\n".join(out)
 
 

@@ -81,7 +81,8 @@ def test_the_study_on_two_workers_writes_what_a_serial_repro_writes(smoke_study,
     assert sorted(r["run"] for r in records) == sorted(
         {k[0].removeprefix("train@") for k in studied if k[0].startswith("train@")}
     )
-    assert {(r["workers"], r["threads"]) for r in records} == {(2, 1)}
+    assert {(r["workers"], r["threads"], r["resumed_after_epoch"]) for r in records} == {(2, 1, 0)}
+    assert all(0 < r["epoch_seconds"] < r["seconds"]["compute"] for r in records)
     assert f"| all | | {n} |" in study_time.summary(records)
     # The coordinator restored both stages of each run from the run-cache; it ran no training.
     for run in RUNS:

@@ -502,6 +502,7 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
     futures: dict = {}  # none yet, if a signal comes during the calibration
     try:
         say(f"{headline}: {estimate(todo, args, params, None if args.scheduler else client)}")
+        workers = len(client.scheduler_info()["workers"])
         t0 = time.monotonic()
         started = utc_now()
         data = client.scatter(bundle, broadcast=True)
@@ -521,7 +522,6 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
             ): run
             for i, (run, stages) in enumerate(todo)
         }
-        workers = len(client.scheduler_info()["workers"])
         say(f"{len(todo)} runs on {workers} workers ({client.scheduler.address})")
         for future in as_completed(futures):
             run = futures[future]
@@ -552,7 +552,16 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
             signal.signal(sig, signal.SIG_IGN)
         wait(list(futures), timeout=150)
         if futures:
-            record({"study_started": started, "stopped": utc_now(), "unfinished": len(todo) - len(done) - len(failed)})
+            unfinished = len(todo) - len(done) - len(failed)
+            record(
+                {
+                    "study_started": started,
+                    "stopped": utc_now(),
+                    "workers": workers,
+                    "threads": args.threads,
+                    "unfinished": unfinished,
+                }
+            )
         raise
     finally:
         try:
@@ -580,6 +589,7 @@ def record(line: dict) -> None:
 
 def run_record(result: dict, workers: int, threads: int, started: str) -> dict:
     resumed = re.search(r"resuming after epoch (\d+)", result["log"])
+    epochs = re.findall(r"^\S+ epoch \d+: .* (\d+\.\d+)s$", result["log"], re.M)  # the train stage's epoch lines
     return {
         "run": result["run"],
         "host": result["host"],
@@ -588,6 +598,7 @@ def run_record(result: dict, workers: int, threads: int, started: str) -> dict:
         "workers": workers,
         "threads": threads,
         "seconds": {k: round(v, 1) for k, v in result["seconds"].items()},
+        "epoch_seconds": round(sum(map(float, epochs)), 1),  # of compute; the rest is mostly evaluation
         # A resumed run's seconds are only its last part: study_time.py leaves it out of the means.
         "resumed_after_epoch": int(resumed.group(1)) if resumed else 0,
     }
