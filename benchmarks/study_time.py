@@ -7,7 +7,7 @@ Prints, per sitting of the study command (one `study_started`), its workers x th
 (the first run's start to the last run's end, or to Ctrl-C where the study was stopped), then the mean minutes per run of each recipe and family
 (the compute step: `dvc repro` of train@ and evaluate@, without workspace, pull and push), split into the
 train stage's epochs and the rest (mostly the evaluation), leaving out runs that resumed from a checkpoint
-of an earlier sitting.
+of an earlier sitting or were restored from DVC's run-cache.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def when(stamp: str) -> float:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").timestamp()
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def summary(lines: list[dict]) -> str:
@@ -44,8 +44,7 @@ def summary(lines: list[dict]) -> str:
         shape = ", ".join(sorted({f"{r['workers']} x {r['threads']}" for r in rs}))
         stopped = str(stops[-1]["unfinished"]) if stops else ""
         out.append(f"| {started} | {shape} | {len(runs)} | {stopped} | {wall / 60:.0f} min |")
-    runs = len({r["run"] for r in lines if "run" in r})
-    out.append(f"| all | | {runs} | | {total / 3600:.1f} h |")
+    out.append(f"| all | | {len({r['run'] for r in lines if 'run' in r})} | | {total / 3600:.1f} h |")
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     epochs: dict[tuple[str, str], list[float]] = defaultdict(list)
     resumed: dict[tuple[str, str], int] = defaultdict(int)
@@ -53,7 +52,8 @@ def summary(lines: list[dict]) -> str:
         if "run" not in r:
             continue
         cell = tuple(r["run"].split("-")[:2])
-        if r.get("resumed_after_epoch"):  # its seconds are only the epochs after the resume
+        # A resumed run's seconds are only the epochs after the resume; a restored one's, DVC restoring it.
+        if r.get("resumed_after_epoch") or r.get("from_run_cache") or "epoch_seconds" not in r:
             resumed[cell] += 1
         else:
             cells[cell].append(r["seconds"]["compute"] / 60)
@@ -61,7 +61,7 @@ def summary(lines: list[dict]) -> str:
     out += [
         "",
         "| recipe | family | runs | minutes per run (mean, min-max) | of which training epochs | the rest "
-        "(evaluation) | resumed runs (not in the means) |",
+        "(evaluation) | resumed or restored runs (not in the means) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for cell in sorted(set(cells) | set(resumed)):

@@ -91,7 +91,9 @@ def test_the_study_on_two_workers_writes_what_a_serial_repro_writes(smoke_study,
         assert f"Running stage 'train@{run}'" in (proj / "logs" / "study" / f"{run}.log").read_text()
     assert "Running stage 'train@" not in out and "Running stage 'compare'" in out
     assert "up to date" in sh(DVC, "status", cwd=proj, env=env)
-    assert not list((proj.parent / "scratch").glob("*")), "workers' workspaces are removed when the study ends"
+    # Workers' workspaces are removed when the study ends; the machine's checkpoint folder stays, empty.
+    scratch = proj.parent / "scratch"
+    assert [p.name for p in scratch.iterdir()] == ["checkpoints"] and not list(scratch.rglob("*.pt"))
 
 
 def test_a_second_study_computes_nothing(smoke_study):
@@ -214,27 +216,32 @@ def test_a_signal_stops_everything_and_the_same_command_finishes_the_study(tmp_p
     assert outs(proj) == serial[2]
 
 
-def test_a_run_stopped_mid_training_resumes_from_its_last_epoch_in_the_next_study(tmp_path, data_mirror):
-    """The end of a working day: Ctrl-C, and the next day's study goes on from the run's last epoch."""
-    proj, env = new_project(tmp_path, data_mirror, {**PARAMS, "seeds": [0], "train.epochs": 10})
-    run = RUNS[0]
-    checkpoint = tmp_path / "scratch" / "checkpoints" / f"{run}.pt"  # the machine's, outside any workspace
+def test_runs_stopped_mid_training_resume_from_their_last_epoch_in_the_next_study(tmp_path, data_mirror):
+    """The end of a working day: Ctrl-C with two runs training and one waiting, and the next day's study
+    goes on from the last epoch of each run that had one."""
+    proj, env = new_project(tmp_path, data_mirror, {**PARAMS, "seeds": [0, 1, 2], "train.epochs": 25})
+    runs = [f"study-simple_mlp-2-{seed}" for seed in (0, 1, 2)]
+    machine = tmp_path / "scratch" / "checkpoints"  # the machine's checkpoints, outside any workspace
     proc = start_study(proj, env)
     deadline = time.monotonic() + 300
-    while not checkpoint.exists():
+    while not list(machine.rglob("*.pt")):
         assert proc.poll() is None and time.monotonic() < deadline, "no epoch checkpoint was written"
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode != 0 and "study: stopped" in out, out[-3000:]
-    assert checkpoint.exists() and not (proj / "models" / f"{run}.pt").exists()
+    assert "Compute Failed" not in out, "a stopped or waiting run is not a failed Dask task"
+    kept = {p.stem for p in machine.rglob("*.pt")}
+    assert kept and kept <= set(runs[:2]) and not list((proj / "models").glob("*.pt"))
     r = run_study(proj, env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert re.search(rf"{run}: resuming after epoch [1-9] ", (proj / "logs" / "study" / f"{run}.log").read_text())
-    assert not checkpoint.exists()  # the run is complete: nothing left to resume
-    assert len((proj / "metrics" / "history" / f"{run}.csv").read_text().splitlines()) == 1 + 10
-    stop, done = [json.loads(line) for line in (proj / "logs" / "study" / "runs.jsonl").read_text().splitlines()]
-    assert stop["unfinished"] == 1 and done["run"] == run and done["resumed_after_epoch"] >= 1
+    for run in runs:
+        log = (proj / "logs" / "study" / f"{run}.log").read_text()
+        assert bool(re.search(rf"{run}: resuming after epoch \d+ ", log)) == (run in kept), log[-2000:]
+        assert len((proj / "metrics" / "history" / f"{run}.csv").read_text().splitlines()) == 1 + 25
+    assert not list(machine.rglob("*.pt"))  # every run is complete: nothing left to resume
+    stop, *done = [json.loads(line) for line in (proj / "logs" / "study" / "runs.jsonl").read_text().splitlines()]
+    assert stop["unfinished"] == 3 and {d["run"] for d in done if d["resumed_after_epoch"]} == kept
 
 
 def test_a_signal_during_the_lock_write_leaves_the_previous_lock(tmp_path, monkeypatch):

@@ -24,13 +24,14 @@ The embedded cluster listens on 127.0.0.1 only, with no dashboard unless `--dash
 Ctrl-C or SIGTERM stops every run, waits for every DVC process to exit and leaves
 dvc.lock whole; the same command again redoes only what is not in the run-cache, and a run
 stopped mid-training resumes from its last epoch (checkpoints are kept per machine, in
-$VAE_STUDY_SCRATCH/checkpoints).
+$VAE_STUDY_SCRATCH/checkpoints/, per checkout and thread count).
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -44,6 +45,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +67,6 @@ CALIBRATION_S = {"residual": 0.75, "conv": 0.32, "deep_mlp": 0.15, "simple_mlp":
 # shared by every checkout of this user, so a second clone pulls what the first computed.
 DEFAULT_REMOTE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vae-study" / "remote"
 SNAPSHOT_REF = "refs/vae-study/snapshot"
-STOP_EVENT = "vae-study-stop"
 # A task only waits on its DVC process, so Dask's statistical profiler (a stack sample every 10 ms) and its
 # 20 ms event-loop health check are pure cost, taken from training: the embedded cluster of 2 workers used
 # 5.7 CPU-s a minute with them, 1.8 without (the 2-core machine, median of 3; benchmarks/engine_overhead.py).
@@ -149,7 +150,15 @@ def scratch_dir() -> Path:
     return Path(os.environ.get("VAE_STUDY_SCRATCH") or Path(tempfile.gettempdir()) / "vae-study")
 
 
-def workspace(snapshot: dict, bundle: bytes, scratch: Path) -> Path:
+def checkpoints(snapshot: dict, threads: int) -> Path:
+    """This machine's checkpoint folder for the project's runs at this thread count (the train stage's
+    resume check does not see threads, and another count would not continue a run bit for bit)."""
+    path = scratch_dir() / "checkpoints" / f"{snapshot['project']}-{threads}-threads"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def workspace(snapshot: dict, bundle: bytes, scratch: Path, threads: int) -> Path:
     """This worker's checkout of the coordinator's snapshot, made once and reused by its later tasks."""
     from distributed import get_worker
 
@@ -172,9 +181,7 @@ def workspace(snapshot: dict, bundle: bytes, scratch: Path) -> Path:
     # a killed worker or the end of a working day resumes from its last epoch on any worker of this
     # machine, in this study or a later one, if its code, settings and data are the same (the train stage
     # checks, and resumes exactly: tests/test_resume.py); otherwise it starts over.
-    shared = scratch / "checkpoints"
-    shared.mkdir(parents=True, exist_ok=True)
-    (ws / "checkpoints").symlink_to(shared, target_is_directory=True)
+    (ws / "checkpoints").symlink_to(checkpoints(snapshot, threads), target_is_directory=True)
     # Same machine or a shared file system: use the coordinator's cache, so nothing is copied twice.
     cache = snapshot["cache"] if os.access(snapshot["cache"], os.W_OK) else None
     config = (
@@ -188,14 +195,16 @@ def run_task(run: str, stages: list[str], snapshot: dict, bundle: bytes, threads
     """Compute one run in this worker's workspace and push it to the remote's run-cache."""
     from distributed import Event
 
-    stop_event = Event(STOP_EVENT)
+    stop_event = Event(snapshot["stop"])
     # The study is stopping: a run not yet started stays so. (Returned, not raised: Dask would log every
     # waiting run as a failed task.)
     if stop_event.is_set():
         return {"run": run, "stopped": True}
     scratch = scratch_dir()
     t0 = time.monotonic()
-    ws = workspace(snapshot, bundle, scratch)
+    ws = workspace(snapshot, bundle, scratch, threads)
+    for tmp in checkpoints(snapshot, threads).glob(f".{run}.pt.*.tmp"):  # a killed stage's half-written one
+        tmp.unlink(missing_ok=True)
     seconds = {"workspace": time.monotonic() - t0}
     log = ws / "logs" / "study" / f"{run}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -303,9 +312,11 @@ def calibrate_workers(client, params: dict, threads: int) -> float:
 
         torch.optim.Adam(build_model("simple_mlp", 2, params["models"]["simple_mlp"]).parameters())
 
+    # One task per worker; a worker that dies meanwhile leaves its task to another, not waiting forever.
+    each = {"pure": False, "allow_other_workers": True}
     workers = list(client.scheduler_info()["workers"])
-    client.gather([client.submit(warm_up, str(ROOT), workers=[w], pure=False) for w in workers])
-    ratios = client.gather([client.submit(calibrate, params, threads, workers=[w], pure=False) for w in workers])
+    client.gather([client.submit(warm_up, str(ROOT), workers=[w], **each) for w in workers])
+    ratios = client.gather([client.submit(calibrate, params, threads, workers=[w], **each) for w in workers])
     return sum(ratios) / len(ratios)
 
 
@@ -415,7 +426,11 @@ def make_snapshot(remote: str) -> tuple[dict, bytes]:
         git("bundle", "create", "-q", f"{tmp}/s.bundle", SNAPSHOT_REF)
         bundle = Path(tmp, "s.bundle").read_bytes()
     cache = dvc_text("cache", "dir").strip() or str(ROOT / ".dvc" / "cache")
-    return {"commit": commit, "remote": remote, "cache": cache}, bundle
+    # `stop`: this study's own stop event (another study on a shared scheduler has its own);
+    # `project`: which checkout's runs these are, for the machine's checkpoint folder.
+    project = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    stop = f"vae-study-stop-{uuid.uuid4().hex}"
+    return {"commit": commit, "remote": remote, "cache": cache, "project": project, "stop": stop}, bundle
 
 
 def to_compute(todo: list[tuple[str, list[str]]], env: dict) -> list[tuple[str, list[str]]]:
@@ -495,19 +510,43 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
     # Workers on other machines do not have this file: send the task's code with it.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     client, cluster = connect(args)
-    stop = Event(STOP_EVENT, client=client)
+    stop = Event(snapshot["stop"], client=client)
     stop.clear()
     done: list[dict] = []
     failed: dict[str, str] = {}
-    futures: dict = {}  # none yet, if a signal comes during the calibration
+    futures: dict = {}  # filled one by one: a signal at any moment waits for what was submitted
+
+    def finished(future, run: str) -> None:
+        r = future.result() if future.status == "finished" else None
+        if r is not None and r.get("stopped"):
+            if not stop.is_set():  # a stop this study did not ask for: name the run, do not lose it
+                failed[run] = "stopped by someone else's stop request"
+                say(f"{run} FAILED: {failed[run]}")
+            return
+        if r is None:
+            failed[run] = str(future.exception())
+            write_log(run, failed[run])
+            say(f"{run} FAILED twice: logs/study/{run}.log {progress(todo, done, failed, t0, params)}")
+            return
+        done.append(r)
+        write_log(run, r["log"])
+        unpack(r["tensorboard"], ROOT / "logs" / run)
+        s = r["seconds"]
+        record(run_record(r, workers, args.threads, started))
+        say(
+            f"{run} done on {r['host']} in {s['compute'] / 60:.1f} min "
+            f"(+{s['workspace'] + s['pull'] + s['push']:.0f} s workspace, pull and push) "
+            f"{progress(todo, done, failed, t0, params)}"
+        )
+
     try:
         say(f"{headline}: {estimate(todo, args, params, None if args.scheduler else client)}")
         workers = len(client.scheduler_info()["workers"])
         t0 = time.monotonic()
         started = utc_now()
         data = client.scatter(bundle, broadcast=True)
-        futures = {
-            client.submit(
+        for i, (run, stages) in enumerate(todo):
+            future = client.submit(
                 run_task,
                 run,
                 stages,
@@ -519,30 +558,11 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
                 retries=1,
                 pure=False,
                 resources={"GPU": args.gpus_per_run} if args.gpus_per_run else None,
-            ): run
-            for i, (run, stages) in enumerate(todo)
-        }
+            )
+            futures[future] = run
         say(f"{len(todo)} runs on {workers} workers ({client.scheduler.address})")
         for future in as_completed(futures):
-            run = futures[future]
-            if future.status == "finished":
-                r = future.result()
-                if r.get("stopped"):  # only while this study stops, which leaves this loop first
-                    continue
-                done.append(r)
-                write_log(run, r["log"])
-                unpack(r["tensorboard"], ROOT / "logs" / run)
-                s = r["seconds"]
-                record(run_record(r, workers, args.threads, started))
-                say(
-                    f"{run} done on {r['host']} in {s['compute'] / 60:.1f} min "
-                    f"(+{s['workspace'] + s['pull'] + s['push']:.0f} s workspace, pull and push) "
-                    f"{progress(todo, done, failed, t0, params)}"
-                )
-            else:
-                failed[run] = str(future.exception())
-                write_log(run, failed[run])
-                say(f"{run} FAILED twice: logs/study/{run}.log {progress(todo, done, failed, t0, params)}")
+            finished(future, futures[future])
     except (KeyboardInterrupt, Interrupted):
         say("interrupted: stopping every run and waiting for its DVC processes to exit")
         stop.set()
@@ -550,7 +570,14 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
         # others return at once. Signals meanwhile are ignored: this wait is what keeps dvc.lock whole.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
-        wait(list(futures), timeout=150)
+        try:
+            wait(list(futures), timeout=150)
+        except TimeoutError:  # tasks still queued on a busy external cluster: they will not start now
+            client.cancel([f for f in futures if not f.done()])
+        # A run that finished while we stopped is in the run-cache: keep its log, pictures and record too.
+        for future, run in futures.items():
+            if future.status == "finished" and run not in failed and all(r["run"] != run for r in done):
+                finished(future, run)
         if futures:
             unfinished = len(todo) - len(done) - len(failed)
             record(
@@ -599,8 +626,10 @@ def run_record(result: dict, workers: int, threads: int, started: str) -> dict:
         "threads": threads,
         "seconds": {k: round(v, 1) for k, v in result["seconds"].items()},
         "epoch_seconds": round(sum(map(float, epochs)), 1),  # of compute; the rest is mostly evaluation
-        # A resumed run's seconds are only its last part: study_time.py leaves it out of the means.
+        # A resumed run's seconds are only its last part, a restored one's are DVC restoring it from the
+        # run-cache (it finished while an earlier study stopped): study_time.py leaves both out of the means.
         "resumed_after_epoch": int(resumed.group(1)) if resumed else 0,
+        "from_run_cache": f"Stage 'train@{result['run']}' is cached - skipping run" in result["log"],
     }
 
 
