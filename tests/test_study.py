@@ -210,7 +210,10 @@ def test_a_signal_stops_everything_and_the_same_command_finishes_the_study(tmp_p
     assert "Compute Failed" not in out, "a stopped run is not a failed Dask task"
     assert not ours_alive(tmp_path), "no DVC process or stage outlives the study command"
     if (proj / "dvc.lock").exists():
-        YAML(typ="safe").load((proj / "dvc.lock").read_text())  # whole, parseable
+        lock = YAML(typ="safe").load((proj / "dvc.lock").read_text())  # whole, parseable
+        if moment == "done on":  # the run that finished is in dvc.lock, ready to commit
+            run = re.search(r"study: (\S+) done on", out).group(1)
+            assert {f"train@{run}", f"evaluate@{run}"} <= set(lock["stages"]), out[-3000:]
     r = run_study(proj, env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert outs(proj) == serial[2]

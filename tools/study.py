@@ -499,8 +499,9 @@ def progress(todo, done: list[dict], failed: dict, t0: float, params: dict) -> s
     )
 
 
-def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[dict], dict[str, str]]:
-    """Every run of `todo` on the cluster; (results, {run: why it failed})."""
+def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[dict], dict[str, str], bool]:
+    """Every run of `todo` on the cluster; (results, {run: why it failed}, whether a signal stopped it).
+    After a signal, SIGINT and SIGTERM stay ignored: what follows keeps dvc.lock whole."""
     import cloudpickle
     import dask
     from distributed import Event, as_completed, wait
@@ -515,6 +516,7 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
     done: list[dict] = []
     failed: dict[str, str] = {}
     futures: dict = {}  # filled one by one: a signal at any moment waits for what was submitted
+    stopped = False
 
     def finished(future, run: str) -> None:
         r = future.result() if future.status == "finished" else None
@@ -589,7 +591,7 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
                     "unfinished": unfinished,
                 }
             )
-        raise
+        stopped = True
     finally:
         try:
             client.run(remove_workspaces, snapshot["commit"])
@@ -598,7 +600,7 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
         client.close()
         if cluster is not None:
             cluster.close()
-    return done, failed
+    return done, failed, stopped
 
 
 def utc_now() -> str:
@@ -688,8 +690,8 @@ def main() -> None:
         sys.exit(study(args, params, todo, env))
     except (KeyboardInterrupt, Interrupted):
         sys.exit(
-            "study: stopped; dvc.lock holds every stage that finished. Run the same command to go on "
-            "(finished runs are restored from the run-cache, not recomputed; stopped ones resume from their last epoch)"
+            "study: stopped; dvc.lock holds every run that finished. Run the same command to go on "
+            "(runs stopped mid-training resume from their last epoch)"
         )
 
 
@@ -715,7 +717,16 @@ def study(args, params: dict, todo, env: dict) -> int:
     if todo:
         headline = f"{len(todo)} runs to compute ({len(plan(params, args.only)) - len(todo)} up to date)"
         snapshot, bundle = make_snapshot(remote)
-        done, failed = compute(todo, args, snapshot, bundle, params, headline)
+        done, failed, stopped = compute(todo, args, snapshot, bundle, params, headline)
+        if stopped:
+            # The runs that finished are in the run-cache: restore them (never compute) into dvc.lock, so
+            # what was done can be committed now, and the next study starts after them.
+            stages = dict(todo)
+            if done:
+                say(f"restoring the {len(done)} finished runs into dvc.lock")
+                restore = {**env, "VAE_RESTORE_ONLY": "1"}
+                dvc(["repro", "--pull", "-s", *[s for r in done for s in stages[r["run"]]]], ROOT, restore)
+            raise Interrupted("stopped")
         say(f"{len(done)}/{len(todo)} runs computed in {(time.monotonic() - t0) / 60:.1f} min wall time")
         if done:
             mean = {k: sum(r["seconds"][k] for r in done) / len(done) for k in done[0]["seconds"]}
