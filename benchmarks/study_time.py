@@ -5,7 +5,8 @@
 
 Prints, per sitting of the study command (one `study_started`), its workers x threads, runs and wall time
 (the first run's start to the last run's end, or to Ctrl-C where the study was stopped), then the mean minutes per run of each recipe and family
-(the compute step: `dvc repro` of train@ and evaluate@, without workspace, pull and push), split into the
+(the compute step: `dvc repro` of train@ and evaluate@, check's and download's outputs restored first
+(before 2026-12-05: in a step of its own), without workspace and push), split into the
 train stage's epochs and the rest (mostly the evaluation), leaving out runs that resumed from a checkpoint
 of an earlier sitting or were restored from DVC's run-cache.
 """

@@ -84,6 +84,8 @@ def smoke_study(tmp_path_factory, data_mirror):
 PER_WORKER = {"data_mirror", "real_mirror", "tmp_path_factory", "serial"}
 
 
+# First: pytest-xdist's own hook turns the groups into node ids, so they must be marked before it runs.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Tests that share an expensive module- or session-scoped fixture (the smoke study, a trained project)
     go to one pytest-xdist worker (`--dist loadgroup`, pytest.ini), so it is built once; the rest spread."""

@@ -13,7 +13,7 @@ from tests.smoke import DVC, MATRIX, ROOT, SMOKE, make_project, set_params, sh
 from vae.config import cell_name, load_params, run_name, runs
 
 PARAMS = load_params(ROOT / "params.yaml")
-SMOKE_PARAMS = {**PARAMS, **{k: MATRIX[k] for k in ("recipes", "families", "seeds")}}
+SMOKE_PARAMS = {**PARAMS, **{k: MATRIX[k] for k in ("recipes", "families", "latent_dims", "seeds")}}
 RUNS = [run_name(*r) for r in runs(SMOKE_PARAMS)]
 CELLS = list(dict.fromkeys(cell_name(*r[:3]) for r in runs(SMOKE_PARAMS)))
 
@@ -198,6 +198,10 @@ def test_fashion_mnist_runs_under_its_own_names(tmp_path, data_mirror):
     md = (tmp_path / "metrics" / "comparison.md").read_text()
     assert md.startswith("# VAE comparison on Fashion-MNIST") and "MNIST" not in md.replace("Fashion-MNIST", "")
     assert "study" not in md.lower()  # the study's table is of MNIST: not set beside Fashion numbers
-    d = json.loads((tmp_path / "metrics" / "details" / "tuned-simple_mlp-2-0.json").read_text())
-    assert d["dataset"] == "fashion_mnist" and "study_last_batch" not in d
-    assert (tmp_path / "plots" / "tuned-simple_mlp-2" / "latent.png").exists()
+    for z in (1, 2):  # z=1 end to end here (the smoke matrix is z=2): its metrics and its 1-D pictures
+        d = json.loads((tmp_path / "metrics" / "details" / f"tuned-simple_mlp-{z}-0.json").read_text())
+        assert d["dataset"] == "fashion_mnist" and "study_last_batch" not in d and d["z"] == z
+        m = json.loads((tmp_path / "metrics" / "runs" / f"tuned-simple_mlp-{z}-0.json").read_text())
+        assert len(d["kl_per_dim"]) == z and 0 <= m["active_units"] <= z and m["total"] > 0
+        for png in ("manifold", "latent", "reconstructions", "samples", "loss_curves"):
+            assert (tmp_path / "plots" / f"tuned-simple_mlp-{z}" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"

@@ -27,7 +27,7 @@ def interrupted(tmp_path_factory, data_mirror):
             "latent_dims": [2],
             "seeds": [0],
             "train.epochs": 4,
-            "data.train_subset": 12000,
+            "data.train_subset": 6000,
         },
     )
     sh(DVC, "repro", "download", cwd=proj, env=env)

@@ -354,55 +354,64 @@ FAMILIES = {
     "conv": ({"channels": [4, 8, 8], "hidden": 16}, {"lr_schedule": "cosine", "kl_warmup_epochs": 1, "free_bits": 0.5}),
     "residual": ({"channels": [4, 8], "blocks": 1, "hidden": 16}, {}),
 }
-# A 2-epoch run on one thread; prints the sha256 of its weights and of its history CSV.
+# A 2-epoch run on one thread per (family, cfg, settings) given; prints, per run, the sha256 of its weights
+# and of its history CSV. (All families in one process: torch is imported once per code state.)
 TRAIN_AND_HASH = """
 import hashlib, json, sys, tempfile
 from pathlib import Path
 import torch
 from vae.training import train, write_history
-family, cfg, settings = json.loads(sys.argv[1])
 torch.set_num_threads(1)
 def data(n, seed):
     return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
-with tempfile.TemporaryDirectory() as t:
-    model, history = train(family + "-2", family, 2, cfg, settings, data(200, 0), data(50, 1), checkpoint=Path(t, "c.pt"),
-                           log_dir=Path(t, "logs"), eval_seed=1, eval_batch_size=25, fingerprint="fp")
-    write_history(Path(t, "h.csv"), history)
-    h = hashlib.sha256()
-    for v in model.state_dict().values():
-        h.update(v.contiguous().numpy().tobytes())
-    print(h.hexdigest(), hashlib.sha256(Path(t, "h.csv").read_bytes()).hexdigest())
+for family, cfg, settings in json.loads(sys.argv[1]):
+    with tempfile.TemporaryDirectory() as t:
+        model, history = train(family + "-2", family, 2, cfg, settings, data(200, 0), data(50, 1),
+                               checkpoint=Path(t, "c.pt"), log_dir=Path(t, "logs"), eval_seed=1, eval_batch_size=25,
+                               fingerprint="fp")
+        write_history(Path(t, "h.csv"), history)
+        h = hashlib.sha256()
+        for v in model.state_dict().values():
+            h.update(v.contiguous().numpy().tobytes())
+        print("hashes", family, h.hexdigest(), hashlib.sha256(Path(t, "h.csv").read_bytes()).hexdigest())
 """
 
 
+def train_and_hash(code: Path, old: bool) -> dict[str, str]:
+    """Each family's hashes, trained by the vae package in `code`; `old`: without the binarize key."""
+    runs = []
+    for family, (cfg, over) in FAMILIES.items():
+        settings = {**SETTINGS, **over}
+        runs.append([family, cfg, {k: v for k, v in settings.items() if not (old and k == "binarize")}])
+    # In the code's folder: `python -c` imports from the working directory first.
+    env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-c", TRAIN_AND_HASH, json.dumps(runs)], cwd=code, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    hashes = [line.split(" ", 2)[1:] for line in r.stdout.splitlines() if line.startswith("hashes ")]
+    assert len(hashes) == len(runs), r.stdout[-3000:]
+    return dict(hashes)
+
+
 @pytest.fixture(scope="module")
-def code_before_binarize(tmp_path_factory) -> Path:
+def trained_before_and_after_binarize(tmp_path_factory) -> tuple[dict, dict]:
+    """Every family's hashes from today's code and from the code before binarization existed."""
     root = Path(__file__).resolve().parents[1]
     if subprocess.run(["git", "cat-file", "-e", BEFORE_BINARIZE], cwd=root, capture_output=True).returncode:
         pytest.skip(f"commit {BEFORE_BINARIZE} is not in this clone's history (a shallow clone?)")
     old = tmp_path_factory.mktemp("before_binarize")
     archive = subprocess.run(["git", "archive", BEFORE_BINARIZE, "vae"], cwd=root, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
-    return old
+    return train_and_hash(root, old=False), train_and_hash(old, old=True)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_grey_level_runs_train_the_models_they_trained_before_binarization_existed(code_before_binarize, family):
-    cfg, over = FAMILIES[family]
-    settings = {**SETTINGS, **over}
-    old_settings = {k: v for k, v in settings.items() if k != "binarize"}  # the key did not exist yet
-
-    def hashes(code: Path, settings: dict) -> str:
-        arg = json.dumps([family, cfg, settings])
-        # In the code's folder: `python -c` imports from the working directory first.
-        env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1"}
-        r = subprocess.run(
-            [sys.executable, "-c", TRAIN_AND_HASH, arg], cwd=code, env=env, capture_output=True, text=True
-        )
-        assert r.returncode == 0, r.stderr[-3000:]
-        return r.stdout.strip().splitlines()[-1]
-
-    assert hashes(Path(__file__).resolve().parents[1], settings) == hashes(code_before_binarize, old_settings)
+def test_grey_level_runs_train_the_models_they_trained_before_binarization_existed(
+    trained_before_and_after_binarize, family
+):
+    today, before = trained_before_and_after_binarize
+    assert today[family] == before[family]
 
 
 def test_a_binarized_run_trains_on_fresh_bits_with_the_grey_runs_batches_and_noise(tmp_path, monkeypatch):

@@ -10,7 +10,8 @@ What happens, in order (docs/cluster.md has the cluster recipes):
    `dvc pull` of every run dvc.lock records that the remote holds (a study committed part by part).
 2. A snapshot of the checkout's tracked files (uncommitted edits included) goes to every
    worker as a git bundle. One Dask task per run, longest first: in a workspace of the
-   worker's own, `dvc repro --pull -s train@RUN evaluate@RUN`, then `dvc push --run-cache`.
+   worker's own, `dvc repro --pull -s check download train@RUN evaluate@RUN`, then
+   `dvc push --run-cache`.
    A task whose worker dies is retried once elsewhere; a run that fails twice is named at
    the end with its log (logs/study/RUN.log) and does not stop the others.
 3. Here again: `dvc repro --pull` restores every train@/evaluate@ stage from DVC's
@@ -211,8 +212,9 @@ def run_task(run: str, stages: list[str], snapshot: dict, bundle: bytes, threads
     log.write_text(f"# {run} on {socket.gethostname()}\n")
     env = stage_env(threads)
     steps = (
-        ("pull", ["repro", "--pull", "check", "download"]),
-        ("compute", ["repro", "--pull", "-s", *stages]),
+        # check's and download's outputs come from the remote in the run's own DVC process (`-s` runs the
+        # stages in the order given): one DVC process, and one pull of the remote's run-cache, fewer per run.
+        ("compute", ["repro", "--pull", "-s", "check", "download", *stages]),
         ("push", ["push", "--run-cache", *stages]),
     )
     for step, args in steps:
@@ -537,7 +539,7 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
         record(run_record(r, workers, args.threads, started))
         say(
             f"{run} done on {r['host']} in {s['compute'] / 60:.1f} min "
-            f"(+{s['workspace'] + s['pull'] + s['push']:.0f} s workspace, pull and push) "
+            f"(+{s['workspace'] + s['push']:.0f} s workspace and push) "
             f"{progress(todo, done, failed, t0, params)}"
         )
 
