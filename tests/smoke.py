@@ -49,7 +49,10 @@ def make_project(proj: Path, mirror: str, overrides: dict) -> dict:
         shutil.copy2(ROOT / f, proj / f)
     shutil.rmtree(proj / ".dvc", ignore_errors=True)
     sh("git", "init", "-q", cwd=proj)
-    sh(DVC, "init", "-q", cwd=proj)
+    sh(DVC, "init", "-q", cwd=proj, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    # As the project's own .dvc/config (its remote aside): with analytics on, every DVC command starts
+    # a second Python process to report it (about 0.5 CPU-s each, hundreds of commands in the suite).
+    (proj / ".dvc" / "config").write_text("[core]\n    analytics = false\n")
     shutil.copytree(ROOT / ".dvc" / "plots", proj / ".dvc" / "plots", dirs_exist_ok=True)
 
     set_params(proj, overrides)

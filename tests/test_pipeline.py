@@ -104,6 +104,9 @@ def test_every_plot_and_log_exists(project):
 
 def test_dvc_sees_the_pipeline_as_up_to_date_and_shows_metrics_and_plots(project):
     proj, env, _ = project
+    # Like the project's own config: no DVC command starts a second process to report analytics.
+    for config in (ROOT / ".dvc" / "config", proj / ".dvc" / "config"):
+        assert "[core]\n    analytics = false\n" in config.read_text(), config
     assert "up to date" in sh(DVC, "status", cwd=proj, env=env)
     # Scratch is outside the DVC graph: losing it (a fresh clone, a cleanup) makes nothing stale.
     # (Moved aside, not deleted: other tests read this shared project's study logs.)
