@@ -2,9 +2,11 @@
 
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,10 +26,16 @@ def run_stage(cwd: Path, *args: str, user: list[str] | None = None) -> subproces
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_help_prints_usage_and_runs_nothing(tmp_path, stage):
+def test_help_prints_usage_and_runs_nothing(tmp_path, stage, monkeypatch, capsys):
+    # In this process, run as `python -m` runs it (a process per stage would import torch once each).
     shutil.copy(ROOT / "params.yaml", tmp_path)
-    r = run_stage(tmp_path, f"stages.{stage}", "--help")
-    assert r.returncode == 0 and r.stdout.startswith("usage:"), r.stdout + r.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [f"{stage}.py", "--help"])
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # stage_main sets its own
+    with pytest.raises(SystemExit) as e:
+        runpy.run_module(f"stages.{stage}", run_name="__main__", alter_sys=True)
+    out = capsys.readouterr()
+    assert e.value.code in (0, None) and out.out.startswith("usage:"), out.out + out.err
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # nothing written
 
 
