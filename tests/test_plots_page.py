@@ -150,6 +150,7 @@ CHECK_PAGE = """async (ids, expected) => {
   const waited = expected.map(id => document.getElementById(id));
   for (let t = 0; t < 300 && !waited.every(div => marks(div) > 0); t++)
     await new Promise(resolve => setTimeout(resolve, 100));
+  await new Promise(resolve => setTimeout(resolve, 1000));  // an error the empty charts throw late is caught too
   return {
     charts: ids.map((id, i) => ({id, marks: marks(charts[i])})),
     images: [...document.images].map(img => ({src: img.getAttribute('src'), width: img.naturalWidth})),

@@ -32,11 +32,19 @@ def test_help_prints_usage_and_runs_nothing(tmp_path, stage, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", [f"{stage}.py", "--help"])
     monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # stage_main sets its own
+    monkeypatch.delitem(sys.modules, f"stages.{stage}", raising=False)  # run as a fresh __main__, as -m does
     with pytest.raises(SystemExit) as e:
         runpy.run_module(f"stages.{stage}", run_name="__main__", alter_sys=True)
     out = capsys.readouterr()
     assert e.value.code in (0, None) and out.out.startswith("usage:"), out.out + out.err
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # nothing written
+
+
+def test_a_stage_starts_in_a_fresh_process(tmp_path):
+    """What the in-process --help tests cannot see: an import that works only after other tests' imports."""
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    r = run_stage(tmp_path, "stages.train", "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage:"), r.stdout + r.stderr
 
 
 def _params(tmp_path: Path, edit=None, **train) -> None:

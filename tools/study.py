@@ -680,7 +680,7 @@ def main() -> None:
     todo = plan(params, args.only)
     if args.dry:
         for run, stages in todo:
-            print(f"{run}: dvc repro --pull -s {' '.join(stages)}")
+            print(f"{run}: dvc repro --pull -s check download {' '.join(stages)}")
         return
     lock = hold_study_lock()  # noqa: F841 (held until exit)
     # Ctrl-C, and SIGTERM (a batch scheduler's kill, `kill PID`), stop the study cleanly, even where
