@@ -389,3 +389,14 @@ def test_the_estimate_scales_our_machines_minutes_by_the_calibration(monkeypatch
     monkeypatch.setattr(study, "calibrate", lambda params, threads: 2.0)
     line = study.estimate(todo, Namespace(scheduler=None, threads=1, workers=2), params)
     assert line.startswith("about 32 min of training") and "so 16 min on 2" in line and "2.00x as long" in line
+
+
+def test_dry_prints_each_runs_worker_command_and_takes_nothing(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["study.py", "--dry", "--only", "^tuned-simple_mlp-1-"])
+    monkeypatch.setattr(study, "hold_study_lock", lambda: pytest.fail("--dry must not take the checkout"))
+    study.main()
+    runs = [f"tuned-simple_mlp-1-{seed}" for seed in study.load_params(ROOT / "params.yaml")["seeds"]]
+    assert capsys.readouterr().out.splitlines() == [
+        f"{r}: dvc repro --pull -s check download train@{r} evaluate@{r}" for r in runs
+    ]

@@ -192,6 +192,13 @@ def workspace(snapshot: dict, bundle: bytes, scratch: Path, threads: int) -> Pat
     return ws
 
 
+def worker_repro(stages: list[str]) -> list[str]:
+    """The DVC command that computes a run on a worker. check's and download's outputs come from the
+    remote in the run's own DVC process (`-s` runs the stages in the order given): one DVC process, and
+    one pull of the remote's run-cache, fewer per run."""
+    return ["repro", "--pull", "-s", "check", "download", *stages]
+
+
 def run_task(run: str, stages: list[str], snapshot: dict, bundle: bytes, threads: int) -> dict:
     """Compute one run in this worker's workspace and push it to the remote's run-cache."""
     from distributed import Event
@@ -212,9 +219,7 @@ def run_task(run: str, stages: list[str], snapshot: dict, bundle: bytes, threads
     log.write_text(f"# {run} on {socket.gethostname()}\n")
     env = stage_env(threads)
     steps = (
-        # check's and download's outputs come from the remote in the run's own DVC process (`-s` runs the
-        # stages in the order given): one DVC process, and one pull of the remote's run-cache, fewer per run.
-        ("compute", ["repro", "--pull", "-s", "check", "download", *stages]),
+        ("compute", worker_repro(stages)),
         ("push", ["push", "--run-cache", *stages]),
     )
     for step, args in steps:
@@ -680,7 +685,7 @@ def main() -> None:
     todo = plan(params, args.only)
     if args.dry:
         for run, stages in todo:
-            print(f"{run}: dvc repro --pull -s check download {' '.join(stages)}")
+            print(f"{run}: dvc {' '.join(worker_repro(stages))}")
         return
     lock = hold_study_lock()  # noqa: F841 (held until exit)
     # Ctrl-C, and SIGTERM (a batch scheduler's kill, `kill PID`), stop the study cleanly, even where
