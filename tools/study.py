@@ -441,9 +441,10 @@ def make_snapshot(remote: str) -> tuple[dict, bytes]:
 
 
 def to_compute(todo: list[tuple[str, list[str]]], env: dict) -> list[tuple[str, list[str]]]:
-    """The runs whose stages are not up to date here (DVC's own status)."""
+    """The runs whose stages are not up to date here (DVC's own status). Of the whole pipeline: DVC
+    resolves it once per target named (144 targets took 128 CPU-s, none 3)."""
     status = subprocess.run(
-        [sys.executable, "-m", "dvc", "status", "--json", *[s for _, st in todo for s in st]],
+        [sys.executable, "-m", "dvc", "status", "--json"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -715,8 +716,9 @@ def study(args, params: dict, todo, env: dict) -> int:
         say("check, download or pushing the data failed (above); nothing was trained")
         return 1
     # Runs that dvc.lock records and the remote holds (a fresh clone's, or a study committed part by
-    # part) come home here instead of being recomputed.
-    dvc(["pull", "-q", "--allow-missing", *[s for _, st in todo for s in st]], ROOT, env)
+    # part) come home here instead of being recomputed. DVC resolves the whole pipeline once per target
+    # named: the full study names none (144 targets took 258 CPU-s, none 3).
+    dvc(["pull", "-q", "--allow-missing", *([s for _, st in todo for s in st] if args.only else [])], ROOT, env)
     todo = to_compute(todo, env)
     t0 = time.monotonic()
     done: list[dict] = []
