@@ -400,3 +400,11 @@ def test_dry_prints_each_runs_worker_command_and_takes_nothing(monkeypatch, caps
     assert capsys.readouterr().out.splitlines() == [
         f"{r}: dvc repro --pull -s check download train@{r} evaluate@{r}" for r in runs
     ]
+
+
+@pytest.mark.parametrize("rc, stdout", [(1, ""), (0, ""), (0, "not json"), (0, "{}")])
+def test_runs_up_to_date_only_when_dvc_status_says_so(monkeypatch, rc, stdout):
+    todo = study.plan(study.load_params(ROOT / "params.yaml"), only=r"^tuned-simple_mlp-1-")
+    answer = subprocess.CompletedProcess([], rc, stdout=stdout, stderr="")
+    monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: answer)
+    assert study.to_compute(todo, {}) == ([] if stdout == "{}" else todo)

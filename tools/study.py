@@ -451,8 +451,10 @@ def to_compute(todo: list[tuple[str, list[str]]], env: dict) -> list[tuple[str, 
         text=True,
     )
     try:
-        changed = json.loads(status.stdout or "{}")
+        changed = json.loads(status.stdout) if status.returncode == 0 else None
     except json.JSONDecodeError:
+        changed = None
+    if not isinstance(changed, dict):  # no answer: offer every run (a worker's repro skips what is done)
         return todo
     return [(run, st) for run, st in todo if any(s in changed for s in st)]
 
