@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# The README's own columns are a subset; somewhere (docs/results.md) every cell is shown with all of these.
-CHECKED = ("−ELBO", "reconstruction", "KL", "IW bound", "collapsed", "diverged")
 
 
 def pages() -> list[Path]:
@@ -47,16 +45,25 @@ def shows(text: str, value: float) -> bool:
     return abs(shown - value) <= 0.005 + 5e-5
 
 
-def test_readme_shows_every_committed_cell_as_mean_and_std_over_seeds():
-    """Every `Recipe `NAME`` table, in the README or docs/, has one row per committed cell of its recipe,
-    with the committed figures in each checked column it has; every committed cell has a row with all of them."""
-    cells = sorted((ROOT / "metrics" / "cells").glob("*.json"))
-    if not cells:
-        pytest.skip("no committed 3-seed results yet (metrics/cells)")
-    committed = {tuple(p.stem.split("-")): json.loads(p.read_text()) for p in cells}
+def columns(binarized: bool) -> dict[str, str]:
+    """The README's checked column headers and the cell-file key each shows; a binarized cell's IW bound is
+    headed for what it is there (vae/metrics.py), as compare heads it."""
+    from vae.metrics import METRICS
+
+    iw = METRICS["iw_bound"]
+    return {"reconstruction": "recon", "KL": "kl", ((binarized and iw.binarized) or iw.header): "iw_bound"}
+
+
+def check_recipe_tables(root: Path) -> int:
+    """Every `Recipe `NAME`` table of root's README and docs/ pages against root's metrics/cells: one row per
+    committed cell of its recipe, with the committed figures in each checked column it has; every committed
+    cell has a row somewhere with all of them. Returns the rows checked."""
+    committed = {
+        tuple(p.stem.split("-")): json.loads(p.read_text()) for p in (root / "metrics" / "cells").glob("*.json")
+    }
     complete, seen = set(), 0
-    for page in pages():
-        where = page.relative_to(ROOT)
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        where = page.relative_to(root)
         for recipe, header, rows in readme_tables("Recipe", page):
             assert "−ELBO" in header, f"{where}: a `Recipe `{recipe}`` table without a −ELBO column"
             lacking = {c for c in committed if c[0] == recipe} - {(recipe, r["family"], r["z"]) for r in rows}
@@ -68,7 +75,8 @@ def test_readme_shows_every_committed_cell_as_mean_and_std_over_seeds():
                 assert m is not None, f"{where} shows {name}, which has no committed metrics"
                 mean, std = row["−ELBO"].split(" ± ")
                 assert shows(mean, m["total"]) and shows(std, m["total_std"]), f"{where}: {name} −ELBO {row['−ELBO']}"
-                for col, key in (("reconstruction", "recon"), ("KL", "kl"), ("IW bound", "iw_bound")):
+                checked = columns("iw_bound_se" in m)  # only a binarized cell's file has the bound's SE
+                for col, key in checked.items():
                     if col in row:
                         assert shows(row[col].split(" ± ")[0], m[key]), f"{where}: {name} {col} {row[col]}"
                 for col in ("collapsed", "diverged"):  # "0/3", or "⚠ 1/3: why"
@@ -76,11 +84,54 @@ def test_readme_shows_every_committed_cell_as_mean_and_std_over_seeds():
                         assert row[col].removeprefix("⚠ ").startswith(f"{m[col]}/{m['seeds']}"), (
                             f"{where}: {name} {col}"
                         )
-                if all(col in row for col in CHECKED):
+                if all(col in row for col in ("−ELBO", *checked, "collapsed", "diverged")):
                     complete.add((recipe, row["family"], row["z"]))
-    assert seen, "no `Recipe `NAME`` table in the README or docs/"
     missing = sorted("-".join(c) for c in set(committed) - complete)
-    assert not missing, f"committed cells shown nowhere with every column ({', '.join(CHECKED)}): {missing}"
+    assert not missing, f"committed cells shown nowhere with every checked column: {missing}"
+    return seen
+
+
+def test_readme_shows_every_committed_cell_as_mean_and_std_over_seeds():
+    if not any((ROOT / "metrics" / "cells").glob("*.json")):
+        pytest.skip("no committed 3-seed results yet (metrics/cells)")
+    assert check_recipe_tables(ROOT), "no `Recipe `NAME`` table in the README or docs/"
+
+
+def test_a_binarized_table_is_checked_under_its_nll_header(tmp_path):
+    """A binarized cell's bound is headed "NLL upper bound (IW)" in its recipe's table: the check reads
+    that column, and a wrong figure in it fails, as in a grey-level table."""
+    cell = {
+        "total": 134.3703,
+        "recon": 127.25,
+        "kl": 7.12,
+        "iw_bound": 132.15,
+        "iw_bound_se": 0.46,
+        "mutual_info": 5.9,
+        "total_std": 0.4313,
+        "seeds": 3,
+        "collapsed": 0,
+        "diverged": 0,
+    }
+    (tmp_path / "metrics" / "cells").mkdir(parents=True)
+    (tmp_path / "metrics" / "cells" / "binarized-deep_mlp-2.json").write_text(json.dumps(cell))
+    (tmp_path / "docs").mkdir()
+
+    def readme(bound: str, header: str = "NLL upper bound (IW)") -> None:
+        (tmp_path / "README.md").write_text(
+            "### Recipe `binarized`\n\n"
+            f"| family | z | −ELBO | reconstruction | KL | {header} | collapsed | diverged |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+            f"| deep_mlp | 2 | **134.37 ± 0.43** | 127.25 ± 0.10 | 7.12 ± 0.01 | {bound} | 0/3 | 0/3 |\n"
+        )
+
+    readme("132.15 ± 0.41")
+    assert check_recipe_tables(tmp_path) == 1
+    readme("132.45 ± 0.41")
+    with pytest.raises(AssertionError, match="NLL upper bound"):
+        check_recipe_tables(tmp_path)
+    readme("132.15 ± 0.41", header="IW bound")  # the grey-level header: the cell is shown without its bound
+    with pytest.raises(AssertionError, match="shown nowhere with every checked column"):
+        check_recipe_tables(tmp_path)
 
 
 def test_readme_headline_is_the_tuned_table():
@@ -118,6 +169,9 @@ def test_what_the_comparison_shows_quotes_committed_numbers():
     assert quoted, "no mean ± std in the section"
     for mean, std in quoted:
         assert any(shows(mean, m) and shows(std, s) for m, s in pairs if s is not None), f"{mean} ± {std}"
+    from vae.report import PUBLISHED  # a published likelihood may stand beside ours
+
+    values += [v for figures in PUBLISHED.values() for v in figures.values()]
     lone = re.sub(r"\d+\.\d\d ±\s+\d+\.\d\d", "", text)
     for figure in re.findall(r"(?<![\d.])(\d{3}\.\d\d)(?![\d.])", lone):
         assert any(shows(figure, v) for v in values if v is not None), f"{figure} is no committed figure"
@@ -212,3 +266,53 @@ def test_every_metric_column_is_explained():
     documented = {key for cell in re.findall(r"^\| (.*?) \|", text, re.M) for key in re.findall(r"`(\w+)`", cell)}
     missing = sorted(set(METRICS) - documented)
     assert not missing, f"docs/results.md#what-each-run-reports does not explain {missing}"
+
+
+# --- binarized MNIST beside published likelihoods ----------------------------------
+
+
+def flat(text: str) -> str:
+    """Markdown prose with its line wrapping undone, so a sentence wrapped anywhere is found."""
+    return re.sub(r"\s+", " ", text.replace("*", ""))
+
+
+def check_verdicts(root: Path) -> int:
+    """The README states every verdict the comparison draws against a published likelihood (metrics/
+    comparison.md's "- Against the ..." lines, word for word), and every published figure it quotes is the
+    one compare uses. Returns the verdicts checked."""
+    from vae.report import PUBLISHED
+
+    verdicts = re.findall(r"^- (Against the .*)$", (root / "metrics" / "comparison.md").read_text(), re.M)
+    readme = flat((root / "README.md").read_text())
+    missing = [v for v in verdicts if flat(v) not in readme]
+    assert not missing, f"README.md does not state compare's verdicts: {missing}"
+    published = {name.split()[-1]: v for figures in PUBLISHED.values() for name, v in figures.items()}
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for model, figure in re.findall(r"(Gaussian VAE|S-VAE)(?:'s)? (\d+\.\d\d)", flat(page.read_text())):
+            assert float(figure) == published[model.split()[-1]], f"{page.name}: {model} {figure}"
+    return len(verdicts)
+
+
+def test_readme_states_the_comparisons_verdicts_against_published_likelihoods():
+    if not check_verdicts(ROOT):
+        pytest.skip("no committed binarized cells yet: metrics/comparison.md draws no verdict")
+
+
+def test_a_verdict_the_readme_leaves_out_or_rewords_fails(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "docs").mkdir()
+    verdict = (
+        "Against the Gaussian VAE (135.73 nats): ahead: `binarized` deep_mlp z=2; level: none; "
+        "behind: `binarized` simple_mlp z=2."
+    )
+    (tmp_path / "metrics" / "comparison.md").write_text(f"## Binarized MNIST\n\n- {verdict}\n")
+    (tmp_path / "README.md").write_text(
+        "Beside Davidson et al. (Gaussian VAE 135.73):\n\n- " + verdict.replace("; ", ";\n  ") + "\n"
+    )
+    assert check_verdicts(tmp_path) == 1  # wrapped over lines, still the same words
+    (tmp_path / "README.md").write_text("- " + verdict.replace("level: none", "level: `binarized` conv z=2"))
+    with pytest.raises(AssertionError, match="does not state compare's verdicts"):
+        check_verdicts(tmp_path)
+    (tmp_path / "README.md").write_text(f"- {verdict}\n\nThe Gaussian VAE's 135.37 nats.")
+    with pytest.raises(AssertionError, match="Gaussian VAE 135.37"):
+        check_verdicts(tmp_path)
