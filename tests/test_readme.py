@@ -11,9 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pages() -> list[Path]:
+def pages(root: Path = ROOT) -> list[Path]:
     """The README and every page under docs/."""
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
 
 
 def readme_tables(heading: str, path: Path) -> list[tuple[str, list[str], list[dict[str, str]]]]:
@@ -62,7 +62,7 @@ def check_recipe_tables(root: Path) -> int:
         tuple(p.stem.split("-")): json.loads(p.read_text()) for p in (root / "metrics" / "cells").glob("*.json")
     }
     complete, seen = set(), 0
-    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+    for page in pages(root):
         where = page.relative_to(root)
         for recipe, header, rows in readme_tables("Recipe", page):
             assert "−ELBO" in header, f"{where}: a `Recipe `{recipe}`` table without a −ELBO column"
@@ -287,7 +287,7 @@ def check_verdicts(root: Path) -> int:
     missing = [v for v in verdicts if flat(v) not in readme]
     assert not missing, f"README.md does not state compare's verdicts: {missing}"
     published = {name.split()[-1]: v for figures in PUBLISHED.values() for name, v in figures.items()}
-    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+    for page in pages(root):
         for model, figure in re.findall(r"(Gaussian VAE|S-VAE)(?:'s)? (\d+\.\d\d)", flat(page.read_text())):
             assert float(figure) == published[model.split()[-1]], f"{page.name}: {model} {figure}"
     return len(verdicts)
