@@ -408,3 +408,36 @@ def test_runs_up_to_date_only_when_dvc_status_says_so(monkeypatch, rc, stdout):
     answer = subprocess.CompletedProcess([], rc, stdout=stdout, stderr="")
     monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: answer)
     assert study.to_compute(todo, {}) == ([] if stdout == "{}" else todo)
+
+
+def test_a_signal_swallowed_by_a_librarys_cleanup_still_stops_the_study(monkeypatch):
+    """A SIGTERM that lands in the cluster's close, after the last run, raises inside a handler that
+    catches every Exception: the study must still stop (restore what finished, assemble nothing) and not
+    go on to plots and compare as if nobody had asked."""
+    params = study.load_params(ROOT / "params.yaml")
+    todo = study.plan(params, only=r"^tuned-simple_mlp-1-")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(study, "SIGNALLED", [], raising=False)
+    monkeypatch.setattr(study, "remote_url", lambda remote: "/nowhere")
+    monkeypatch.setattr(study, "dvc", lambda argv, cwd, env: calls.append(argv) or 0)
+    monkeypatch.setattr(study, "to_compute", lambda todo, env: todo)
+    monkeypatch.setattr(study, "make_snapshot", lambda remote: ({}, b""))
+
+    def compute(todo, *rest):
+        try:  # a library's cleanup: `except Exception: pass`
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        except Exception:
+            pass
+        return [{"run": run, "seconds": {"compute": 60.0}} for run, _ in todo], {}, False
+
+    monkeypatch.setattr(study, "compute", compute)
+    previous = signal.signal(signal.SIGTERM, study.on_signal)
+    try:
+        with pytest.raises(study.Interrupted):
+            study.study(Namespace(remote=None, scheduler=None, only=None), params, todo, {})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    restored = [c for c in calls if c[:3] == ["repro", "--pull", "-s"]]
+    assert restored and "compare" not in restored[-1], "the finished runs restored into dvc.lock, nothing more"
+    assert ["repro", "--pull"] not in calls, "no assembly after a stop"

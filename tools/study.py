@@ -651,8 +651,15 @@ def write_log(run: str, text: str) -> None:
     path.write_text(text)
 
 
+# The signals that reached the study: the exception on_signal raises can land inside a library's
+# cleanup that swallows every Exception (the cluster's close, after the last run), so this list is
+# checked too before the results are assembled.
+SIGNALLED: list[str] = []
+
+
 def on_signal(signum, frame):
-    raise Interrupted(signal.Signals(signum).name)
+    SIGNALLED.append(signal.Signals(signum).name)
+    raise Interrupted(SIGNALLED[-1])
 
 
 def main() -> None:
@@ -729,7 +736,7 @@ def study(args, params: dict, todo, env: dict) -> int:
         headline = f"{len(todo)} runs to compute ({len(plan(params, args.only)) - len(todo)} up to date)"
         snapshot, bundle = make_snapshot(remote)
         done, failed, stopped = compute(todo, args, snapshot, bundle, params, headline)
-        if stopped:
+        if stopped or SIGNALLED:
             # The runs that finished are in the run-cache: restore them (never compute) into dvc.lock, so
             # what was done can be committed now, and the next study starts after them.
             stages = dict(todo)
