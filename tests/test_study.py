@@ -429,7 +429,7 @@ def test_a_signal_swallowed_by_a_librarys_cleanup_still_stops_the_study(monkeypa
             time.sleep(1)
         except Exception:
             pass
-        return [{"run": run, "seconds": {"compute": 60.0}} for run, _ in todo], {}, False
+        return [{"run": run, "seconds": {"compute": 60.0}} for run, _ in todo], {}
 
     monkeypatch.setattr(study, "compute", compute)
     previous = signal.signal(signal.SIGTERM, study.on_signal)

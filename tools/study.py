@@ -509,8 +509,8 @@ def progress(todo, done: list[dict], failed: dict, t0: float, params: dict) -> s
     )
 
 
-def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[dict], dict[str, str], bool]:
-    """Every run of `todo` on the cluster; (results, {run: why it failed}, whether a signal stopped it).
+def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[dict], dict[str, str]]:
+    """Every run of `todo` on the cluster; (results, {run: why it failed}). A signal stops it (SIGNALLED).
     After a signal, SIGINT and SIGTERM stay ignored: what follows keeps dvc.lock whole."""
     import cloudpickle
     import dask
@@ -526,7 +526,6 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
     done: list[dict] = []
     failed: dict[str, str] = {}
     futures: dict = {}  # filled one by one: a signal at any moment waits for what was submitted
-    stopped = False
 
     def finished(future, run: str) -> None:
         r = future.result() if future.status == "finished" else None
@@ -601,7 +600,6 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
                     "unfinished": unfinished,
                 }
             )
-        stopped = True
     finally:
         try:
             client.run(remove_workspaces, snapshot["commit"])
@@ -610,7 +608,7 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
         client.close()
         if cluster is not None:
             cluster.close()
-    return done, failed, stopped
+    return done, failed
 
 
 def utc_now() -> str:
@@ -735,8 +733,8 @@ def study(args, params: dict, todo, env: dict) -> int:
     if todo:
         headline = f"{len(todo)} runs to compute ({len(plan(params, args.only)) - len(todo)} up to date)"
         snapshot, bundle = make_snapshot(remote)
-        done, failed, stopped = compute(todo, args, snapshot, bundle, params, headline)
-        if stopped or SIGNALLED:
+        done, failed = compute(todo, args, snapshot, bundle, params, headline)
+        if SIGNALLED:
             # The runs that finished are in the run-cache: restore them (never compute) into dvc.lock, so
             # what was done can be committed now, and the next study starts after them.
             stages = dict(todo)
