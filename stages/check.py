@@ -6,10 +6,12 @@ on this stage's output, whose bytes never change: a bad param stops `dvc repro`
 here, before anything is deleted, and a good change reruns nothing by itself.
 The same goes for a device this machine does not have (`cuda` without CUDA).
 
-It also writes the training settings of every (recipe, family) as they resolve (`train`, then
-`recipe.RECIPE`, then `recipe.RECIPE.families.FAMILY`) to checks/settings/RECIPE-FAMILY.json.
-train@ depends on that file instead of the params, so a change to one family's override of one
-recipe reruns that family's runs of that recipe (and of a recipe merging it), and no others.
+It also writes, for every (recipe, family), all that its runs' train stage reads of params.yaml to
+checks/settings/RECIPE-FAMILY.json: the training settings as they resolve (`train`, then
+`recipe.RECIPE`, then `recipe.RECIPE.families.FAMILY`), `models.FAMILY`, the data and the eval seed
+and batch size of its per-epoch test loss. train@ reads that file and depends on it instead of the
+params, so a change to one family's override of one recipe reruns that family's runs of that recipe
+(and of a recipe merging it), and no others; and train imports no validation code.
 """
 
 import json
@@ -31,10 +33,20 @@ def main() -> None:
         check_devices(params)
     for recipe in params["recipes"]:
         for family in params["families"]:
-            settings = train_config(params, recipe, family, seed=0)
-            del settings["seed"]  # in the run's name: one file serves every seed
-            write_text(paths.settings(recipe, family), json.dumps(settings, indent=2, sort_keys=True) + "\n")
+            write_text(paths.settings(recipe, family), json.dumps(settings(params, recipe, family), indent=2) + "\n")
     write_text(paths.CHECKED, "params.yaml is valid\n")
+
+
+def settings(params: dict, recipe: str, family: str) -> dict:
+    """What train@RECIPE-FAMILY-Z-SEED reads, for every Z and SEED (the seed is in the run's name)."""
+    train = train_config(params, recipe, family, seed=0)
+    del train["seed"]
+    return {
+        "data": {k: params["data"][k] for k in ("dataset", "train_subset")},
+        "eval": {k: params["eval"][k] for k in ("seed", "batch_size")},
+        "model": params["models"][family],
+        "train": dict(sorted(train.items())),
+    }
 
 
 def check_devices(params: dict) -> None:

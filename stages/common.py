@@ -1,5 +1,6 @@
-"""What every stage shares: its command line, validated params, one-line errors, and the
-fingerprint of the code it runs."""
+"""What every stage shares: its command line, its params, one-line errors, and the fingerprint of the
+code it runs. params.yaml is read, not validated: every stage runs after `check` (it depends on
+check's output), which validates it."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from vae.config import load_params, run_name, runs
+from vae import paths
 from vae.errors import StageError
+from vae.params import read_params, run_name, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("vae", "stages")  # the project's code; what else is under ROOT (.venv, tests) is not
@@ -109,9 +111,17 @@ def parse_args(description: str, per: str | None = None) -> argparse.Namespace:
     return p.parse_args()
 
 
+def checked_params() -> dict:
+    """params.yaml, once `check` has validated it: DVC runs check first (every stage depends on its output);
+    a stage run by hand in a checkout where check never ran is told to run it."""
+    if not paths.CHECKED.exists():
+        raise StageError(f"{paths.CHECKED} is missing: params.yaml has not been validated; run `dvc repro check`")
+    return read_params()
+
+
 def run_params(args: argparse.Namespace) -> tuple[dict, str]:
-    """Validated params and the run's name, refusing a run that params.yaml does not define."""
-    params = load_params()
+    """params.yaml and the run's name, refusing a run that params.yaml does not define."""
+    params = checked_params()
     if getattr(args, "seed", None) is None:
         args.seed = params["plot"]["seed"]
     run = run_name(args.recipe, args.family, args.z, args.seed)
@@ -124,6 +134,17 @@ def run_params(args: argparse.Namespace) -> tuple[dict, str]:
     # slower on CPUs; flushing them to zero changes nothing measurable.
     torch.set_flush_denormal(True)
     return params, run
+
+
+def read_settings(recipe: str, family: str) -> dict:
+    """What `check` resolved for the runs of (recipe, family): see stages/check.py."""
+    path = paths.settings(recipe, family)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StageError(
+            f"{path}: not found; run `dvc repro check` (the stage that validates params.yaml writes it)"
+        ) from None
 
 
 def code_fingerprint() -> dict[str, str]:

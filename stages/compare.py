@@ -1,13 +1,13 @@
 """Stage compare: aggregate every run's metrics into the comparison table and curves."""
 
-from stages.common import parse_args, stage_main
+from stages.common import checked_params, parse_args, stage_main
 from vae import paths, report
-from vae.config import load_params, runs
+from vae.params import runs
 
 
 def main() -> None:
     parse_args(__doc__)
-    params = load_params()
+    params = checked_params()
     run_list = runs(params)  # from params, not a glob: stale files of dropped runs stay ignored
     report.write_comparison(
         report.load_runs(run_list),

@@ -1,15 +1,14 @@
 """Stage download: fetch and verify data.dataset's .gz files, and write their decompressed IDX files
 and a manifest of their content into data/DATASET (sources: see vae/download.py)."""
 
-from stages.common import parse_args, stage_main
+from stages.common import checked_params, parse_args, stage_main
 from vae import paths
-from vae.config import load_params
 from vae.download import download
 
 
 def main() -> None:
     parse_args(__doc__)
-    params = load_params()
+    params = checked_params()
     # Where each file came from (the mirror, the .gz's md5) is printed as it is fetched; data/DATASET
     # holds only the content, so its DVC hash is the same whichever mirror or compressor made the .gz.
     manifest = download(paths.data(params["data"]["dataset"]), params["data"])

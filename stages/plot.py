@@ -7,9 +7,9 @@ comparison table carries the spread)."""
 from stages.common import parse_args, run_params, stage_main
 from vae import paths, plots
 from vae.checkpoints import load_model
-from vae.config import cell_name
 from vae.data import DATASETS, load_split, scored_test_images, to_float
 from vae.evaluation import posterior_stats
+from vae.params import cell_name
 
 
 def main() -> None:

@@ -17,10 +17,17 @@ import traceback
 
 import torch
 
-from stages.common import code_fingerprint, fingerprint, parse_args, refuse_if_restore_only, run_params, stage_main
+from stages.common import (
+    code_fingerprint,
+    fingerprint,
+    parse_args,
+    read_settings,
+    refuse_if_restore_only,
+    run_params,
+    stage_main,
+)
 from vae import paths
 from vae.checkpoints import save_model
-from vae.config import train_config
 from vae.data import MANIFEST, load_split, scored_test_images, to_float
 from vae.models import count_parameters
 from vae.training import blew_up, train, write_history
@@ -28,22 +35,17 @@ from vae.training import blew_up, train, write_history
 
 def main() -> None:
     args = parse_args(__doc__, per="run")
-    params, run = run_params(args)
+    _, run = run_params(args)
     refuse_if_restore_only("train", run)
-    settings = train_config(params, args.recipe, args.family, args.seed)
-    model_cfg = params["models"][args.family]
-    dataset, subset = params["data"]["dataset"], params["data"]["train_subset"]
+    # Everything this run reads of params.yaml, as `check` validated and resolved it: its one dependency on
+    # params, so a change to another family's or recipe's settings leaves it up to date.
+    declared = read_settings(args.recipe, args.family)
+    settings, model_cfg, ev = {**declared["train"], "seed": args.seed}, declared["model"], declared["eval"]
+    dataset, subset = declared["data"]["dataset"], declared["data"]["train_subset"]
     data_dir = paths.data(dataset)
     train_images = load_split(data_dir, dataset, "train")[0][:subset]
     test_images = load_split(data_dir, dataset, "test")[0]
 
-    # The params this stage declares in dvc.yaml, as written, plus what they cannot name.
-    declared = {
-        "data": {"dataset": dataset, "train_subset": subset},
-        "model": model_cfg,
-        "train": settings,
-        "eval": {k: params["eval"][k] for k in ("seed", "batch_size")},
-    }
     data_id = {k: r["content_md5"] for k, r in json.loads((data_dir / MANIFEST).read_text())["files"].items()}
     resume_key = fingerprint(run, declared, data_id, code_fingerprint(), torch.__version__)
 
@@ -58,8 +60,8 @@ def main() -> None:
             scored_test_images(to_float(test_images), settings["binarize"]),
             checkpoint=paths.checkpoint(run),
             log_dir=paths.logs(run),
-            eval_seed=params["eval"]["seed"],
-            eval_batch_size=params["eval"]["batch_size"],
+            eval_seed=ev["seed"],
+            eval_batch_size=ev["batch_size"],
             fingerprint=resume_key,
         )
     except OSError as e:

@@ -1,4 +1,5 @@
 import copy
+import json
 import os
 import re
 import subprocess
@@ -33,7 +34,7 @@ def broken(path: str, value):
         (
             "families",
             ["simple_mpl"],
-            "(did you mean 'simple_mlp'?); known families: simple_mlp, deep_mlp, conv, residual",
+            "(did you mean 'simple_mlp'?); known families: conv, davidson_mlp, deep_mlp, residual, simple_mlp",
         ),
         ("dataset", "mnist", "unknown key 'dataset' (did you mean 'data'?)"),
         ("data.train_subset", 60001, "'data.train_subset' is 60001, but mnist has 60000 training images"),
@@ -164,7 +165,7 @@ def test_the_binarized_recipe_is_the_tuned_one_on_binarized_images():
             tuned = train_config(BASE, "tuned", family, seed)
             assert train_config(BASE, "binarized", family, seed) == {**tuned, "binarize": "dynamic"}
             assert tuned["binarize"] == "none" and train_config(BASE, "study", family, seed)["binarize"] == "none"
-    assert BASE["recipes"] == ["study", "tuned", "binarized"] and len(runs(BASE)) == 72
+    assert BASE["recipes"] == ["study", "tuned", "binarized"] and len(runs(BASE)) == 90
 
 
 def test_yaml_1_2_reads_exponent_floats(tmp_path):
@@ -187,15 +188,49 @@ def test_defaults_are_the_study_protocol():
     assert BASE["data"]["local_mirror"] is None  # the offline mirror is configuration, never a default
 
 
-@pytest.mark.parametrize("stage", [["download"], ["train", "study", "conv", "2", "0"], ["compare"]])
-def test_stage_with_bad_params_prints_the_message_not_a_traceback(tmp_path, stage):
+def stage(cwd: Path, *argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_check_with_bad_params_prints_the_message_not_a_traceback(tmp_path):
     YAML().dump(broken("train.lr", -0.01), (tmp_path / "params.yaml").open("w"))
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    r = subprocess.run(
-        [sys.executable, "-m", f"stages.{stage[0]}", *stage[1:]], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
+    r = stage(tmp_path, "stages.check")
     assert r.returncode == 1
     assert "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.strip().endswith("params.yaml: 'train.lr' must be a number > 0, got -0.01"), r.stderr
+    assert r.stderr.strip() == "check: params.yaml: 'train.lr' must be a number > 0, got -0.01", r.stderr
     assert not any(p.name != "params.yaml" for p in tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("argv", [["download"], ["train", "study", "conv", "2", "0"], ["compare"]])
+def test_a_stage_run_before_check_says_to_run_check(tmp_path, argv):
+    # Only check validates params.yaml (the others do not import the validation, so an edit to it reruns
+    # check alone): a stage run by hand before check ever ran says so, in one line, and writes nothing.
+    YAML().dump(broken("train.lr", -0.01), (tmp_path / "params.yaml").open("w"))
+    r = stage(tmp_path, f"stages.{argv[0]}", *argv[1:])
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == (
+        f"{argv[0]}: checks/params.ok is missing: params.yaml has not been validated; run `dvc repro check`"
+    )
+    assert not any(p.name != "params.yaml" for p in tmp_path.iterdir())
+
+
+def test_train_reads_what_check_resolved_for_it(tmp_path):
+    """train@ reads checks/settings/RECIPE-FAMILY.json, not params.yaml's sections: its only dependency on
+    params, so another family's or recipe's change leaves it up to date."""
+    (tmp_path / "params.yaml").write_text((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    assert stage(tmp_path, "stages.check").returncode == 0
+    s = json.loads((tmp_path / "checks" / "settings" / "tuned-conv.json").read_text())
+    assert s == {
+        "data": {"dataset": BASE["data"]["dataset"], "train_subset": BASE["data"]["train_subset"]},
+        "eval": {"seed": BASE["eval"]["seed"], "batch_size": BASE["eval"]["batch_size"]},
+        "model": BASE["models"]["conv"],
+        "train": {k: v for k, v in sorted(train_config(BASE, "tuned", "conv", 0).items()) if k != "seed"},
+    }
+    assert s["train"]["lr"] == 0.003  # tuned's per-family override
+    (tmp_path / "checks" / "settings" / "tuned-conv.json").unlink()
+    r = stage(tmp_path, "stages.train", "tuned", "conv", "2", "0")
+    assert r.stderr.strip() == (
+        "train: checks/settings/tuned-conv.json: not found; run `dvc repro check` "
+        "(the stage that validates params.yaml writes it)"
+    )

@@ -1,81 +1,143 @@
-"""Load and validate params.yaml.
+"""Validation of params.yaml: a pydantic schema, and the checks across sections that a schema cannot say.
 
-ruamel.yaml reads YAML 1.2 (PyYAML would read `1e-3` as a string), and every
-check names the dotted key it failed on, so a typo in `dvc exp run -S` fails
-before any work starts instead of an hour into training. The checks name keys
-only; `load_params` puts the file in front, so other sources of settings
-(benchmarks/pilot.py's overrides) reuse them under their own name.
+Only the `check` stage imports this module, so an edit here reruns `check` and nothing else: every other
+stage reads params.yaml through vae/params.py once check has passed it. Every problem is one line that
+names the dotted key (`load_params` puts the file in front), so a typo in `dvc exp run -S` fails before
+any work starts, not an hour into training.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 import re
+import types
+import typing
 from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
-from ruamel.yaml import YAML
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic.fields import FieldInfo
 
 from vae.data import DATASETS
-from vae.errors import StageError
-from vae.models import FAMILIES
+from vae.models import known_families, load_all
+from vae.params import ParamsError, cell_name, read_params, run_name, runs, train_config
 
-DEVICES = ("cpu", "cuda", "mps", "auto")
-OPTIMIZERS = ("adam",)
-PRECISIONS = ("fp32", "bf16")
-LR_SCHEDULES = ("constant", "cosine")
-# none: the study's grey-level targets; dynamic: binarized MNIST, each training image re-drawn as
-# Bernoulli(grey level) whenever used and scored on one fixed binarization of the test set (vae/data.py).
-BINARIZE = ("none", "dynamic")
-TRAIN_KEYS = (
-    "optimizer",
-    "lr",
-    "lr_schedule",
-    "kl_warmup_epochs",
-    "free_bits",
-    "epochs",
-    "batch_size",
-    "grad_clip",
-    "logvar_clamp",
-    "precision",
-    "channels_last",
-    "device",
-    "binarize",
-)
+__all__ = ["ParamsError", "cell_name", "load_params", "run_name", "runs", "train_config", "validate"]
+
 # Recipe and family names are parts of DVC stage names (train@RECIPE-FAMILY-Z-SEED), of the
 # stages' command lines and of file names: letters, digits and '_' only.
 NAME = re.compile(r"[A-Za-z0-9_]+")
+STRICT = ConfigDict(extra="forbid", strict=True)
 
 
-class ParamsError(StageError, ValueError):
-    """A param is missing, mistyped or out of range; the message names the key."""
+# The types of params.yaml's values; each description is the wording of its error message.
+Count = Annotated[int, Field(ge=1, description="an integer >= 1")]
+Count0 = Annotated[int, Field(ge=0, description="an integer >= 0")]
+CountOrNull = Annotated[Count | None, Field(description="an integer >= 1 or null")]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False, description="a number > 0")]
+PositiveOrNull = Annotated[Positive | None, Field(description="a number > 0 or null")]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False, description="a number >= 0")]
+Counts = Annotated[list[Count], Field(min_length=1, description="a non-empty list of integers >= 1")]
+Counts0 = Annotated[list[Count0], Field(min_length=1, description="a non-empty list of integers >= 0")]
 
 
-TOP_LEVEL = (
-    "data",
-    "recipes",
-    "families",
-    "latent_dims",
-    "seeds",
-    "models",
-    "train",
-    "recipe",
-    "eval",
-    "plot",
-)
+class Train(BaseModel):
+    """`train`: the study's protocol, which a recipe and a recipe's family override."""
+
+    model_config = STRICT
+    optimizer: Literal["adam"]
+    lr: Positive
+    lr_schedule: Literal["constant", "cosine"]
+    kl_warmup_epochs: Count0
+    free_bits: NonNegative
+    epochs: Count
+    batch_size: Count
+    grad_clip: PositiveOrNull
+    logvar_clamp: PositiveOrNull
+    precision: Literal["fp32", "bf16"]
+    channels_last: Literal[True, False]
+    device: Literal["cpu", "cuda", "mps", "auto"]
+    # none: the study's grey-level targets; dynamic: binarized MNIST, each training image re-drawn as
+    # Bernoulli(grey level) whenever used and scored on one fixed binarization of the test set (vae/data.py).
+    binarize: Literal["none", "dynamic"]
+
+
+TRAIN_KEYS = tuple(Train.model_fields)
+# The same keys, each optional: what a recipe, or one family in a recipe, overrides. The default is never
+# read (this only validates), and an explicit null is still checked against the key's type.
+OPTIONAL: dict[str, Any] = {
+    k: (f.annotation, FieldInfo.merge_field_infos(f, default=None)) for k, f in Train.model_fields.items()
+}
+Override: Any = create_model("Override", __config__=STRICT, **OPTIONAL)
+
+
+class Recipe(Override):
+    families: dict[str, Override] | None = None
+
+
+class Data(BaseModel):
+    model_config = STRICT
+    dataset: Literal[tuple(DATASETS)]  # type: ignore[valid-type]
+    local_mirror: Annotated[str | None, Field(description="a directory, a file:// URL or null")]
+    retries: Count
+    connect_timeout_s: Positive
+    read_timeout_s: Positive
+    train_subset: CountOrNull
+    validation: Count
+
+
+class Eval(BaseModel):
+    model_config = STRICT
+    seed: Count0
+    batch_size: Count
+    z_samples: Count
+    study_batch_size: Count
+    iw_samples: Count
+    iw_images: CountOrNull
+    iw_batch: Count
+    # A standard error needs two images.
+    nll_images: Annotated[Annotated[int, Field(ge=2)] | None, Field(description="an integer >= 2 or null")]
+    nll_batch: Count
+    active_threshold: Positive
+    collapse_kl: Positive
+
+
+class Plot(BaseModel):
+    model_config = STRICT
+    seed: Count0
+    grid: Annotated[int, Field(ge=2, description="an integer >= 2")]
+    quantile: Annotated[float, Field(gt=0, lt=0.5, description="a number in (0, 0.5)")]
+    n_recon: Count
+    n_samples: Count
+
+
+class Params(BaseModel):
+    model_config = STRICT
+    data: Data
+    recipes: Annotated[list[str], Field(min_length=1, description="a non-empty list of distinct names")]
+    families: Annotated[list[str], Field(min_length=1, description="a non-empty list")]
+    latent_dims: Counts
+    seeds: Counts0
+    models: dict[str, dict]
+    train: Train
+    recipe: dict[str, Recipe | None]
+    eval: Eval
+    plot: Plot
+
+
+def family_schema(name: str) -> type[BaseModel]:
+    """models.NAME's schema: the keyword arguments of the family's build function, with their types."""
+    hints = get_type_hints(load_all()[name].build)
+    fields = {}
+    for key in load_all()[name].params:
+        kind = Count if hints.get(key, int) is int else Counts
+        fields[key] = (kind, ...)
+    return create_model(f"models.{name}", __config__=STRICT, **fields)  # type: ignore[call-overload]
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
-    if not path.exists():
-        raise ParamsError(f"{path}: not found; run the stages from the project root")
-    try:
-        with path.open() as f:
-            params = YAML(typ="safe", pure=True).load(f)
-    except Exception as e:  # ruamel raises a family of parser errors
-        raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(params, dict):
-        raise ParamsError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
+    params = read_params(path)
     try:
         validate(params)
     except ParamsError as e:
@@ -83,84 +145,60 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     return params
 
 
-def run_name(recipe: str, family: str, z: int, seed: int) -> str:
-    """The name shared by a run's DVC stages and its files: `tuned-conv-2-0` (seed last)."""
-    return f"{recipe}-{family}-{z}-{seed}"
+def validate(params: dict) -> None:
+    """The schema first, then what spans sections; the first problem raises ParamsError naming its key."""
+    _schema(Params, params)
+    _names_and_matrix(params)
+    families = load_all()
+    for fam, cfg in params["models"].items():
+        _known(fam, f"models.{fam}", families)
+        _schema(family_schema(fam), cfg, ("models", fam), root=cfg)
+    for fam in params["families"]:
+        if fam not in params["models"]:
+            raise ParamsError(f"missing key 'models.{fam}' (the settings of family {fam!r}, listed in 'families')")
+    _data_sizes(params["data"])
+    if params["plot"]["seed"] not in params["seeds"]:
+        raise ParamsError(
+            f"'plot.seed' is {params['plot']['seed']!r}, which is not among 'seeds' {params['seeds']}: "
+            "the pictures are of that seed's runs"
+        )
 
 
-def cell_name(recipe: str, family: str, z: int) -> str:
-    """A cell of the comparison: one (recipe, family, z), whose runs are its seeds."""
-    return f"{recipe}-{family}-{z}"
+def validate_train(train: dict, prefix: str = "") -> None:
+    """A full set of `train` settings (benchmarks/pilot.py's, say); errors name keys as `PREFIX.KEY`."""
+    _schema(Train, train, tuple(prefix.split(".")) if prefix else ())
 
 
-def runs(params: dict) -> list[tuple[str, str, int, int]]:
-    """(recipe, family, z, seed) of every run, in the order of dvc.yaml's matrix."""
-    return [
-        (r, f, z, s)
-        for r in params["recipes"]
-        for f in params["families"]
-        for z in params["latent_dims"]
-        for s in params["seeds"]
-    ]
+def _names_and_matrix(params: dict) -> None:
+    names, defs = params["recipes"], params["recipe"]
+    for name in names:
+        _name(name, "recipe", "recipes")
+    if len(set(names)) != len(names):
+        raise ParamsError(f"'recipes' must be a non-empty list of distinct names, got {names!r}")
+    for name in names:
+        if name not in defs:
+            raise ParamsError(
+                f"'recipes' lists {name!r} but 'recipe.{name}' is not defined; defined: {', '.join(map(str, defs))}"
+            )
+    for name, over in defs.items():
+        _name(name, "recipe", "recipe")
+        for fam in (over or {}).get("families") or {}:
+            _known(fam, f"recipe.{name}.families.{fam}")
+    for f in params["families"]:
+        _name(f, "family", "families")
+        _known(f, "families")
+    for key, what in (("families", "family"), ("latent_dims", "size"), ("seeds", "seed")):
+        if len(set(params[key])) != len(params[key]):
+            raise ParamsError(f"'{key}' lists a {what} twice: {params[key]!r}")
 
 
-def train_config(params: dict, recipe: str, family: str, seed: int) -> dict:
-    """`train`, overridden by `recipe.RECIPE`, then by `recipe.RECIPE.families.FAMILY`, with the run's seed."""
-    over = dict(params["recipe"][recipe] or {})
-    per_family = over.pop("families", None) or {}
-    return {**params["train"], **over, **(per_family.get(family) or {}), "seed": seed}
-
-
-# --- validation -------------------------------------------------------------
-
-
-def _section(params: dict, key: str, allowed: tuple[str, ...]) -> dict:
-    if key not in params:
-        raise ParamsError(f"missing section '{key}'")
-    sec = params[key]
-    if not isinstance(sec, dict):
-        raise ParamsError(f"'{key}' must be a mapping, got {sec!r}")
-    _reject_unknown(sec, key, allowed, f"allowed: {', '.join(allowed)}")
-    for k in allowed:
-        if k not in sec:
-            raise ParamsError(f"missing key '{key}.{k}'")
-    return sec
-
-
-def _reject_unknown(sec: dict, prefix: str, allowed: tuple[str, ...], listing: str) -> None:
-    for k in sec:
-        if k not in allowed:
-            hint = difflib.get_close_matches(str(k), allowed, n=1)
-            dotted = lambda name: f"{prefix}.{name}" if prefix else name  # noqa: E731
-            did = f" (did you mean '{dotted(hint[0])}'?)" if hint else ""
-            raise ParamsError(f"unknown key '{dotted(k)}'{did}; {listing}")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _int(sec: dict, key: str, name: str, lo: int = 1, optional: bool = False):
-    v = sec[key]
-    if optional and v is None:
-        return
-    if not _is_int(v) or v < lo:
-        extra = " or null" if optional else ""
-        raise ParamsError(f"'{name}' must be an integer >= {lo}{extra}, got {v!r}")
-
-
-def _float(sec: dict, key: str, name: str, lo: float = 0.0, strict: bool = True):
-    v = sec[key]
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    if not ok or (v <= lo if strict else v < lo):
-        op = ">" if strict else ">="
-        raise ParamsError(f"'{name}' must be a number {op} {lo:g}, got {v!r}")
-
-
-def _choice(sec: dict, key: str, name: str, allowed):
-    v = sec[key]
-    if v not in allowed:
-        raise ParamsError(f"'{name}' is {v!r}; allowed: {', '.join(map(str, allowed))}")
+def _known(family: str, key: str, families: typing.Iterable[str] | None = None) -> None:
+    known = list(families or known_families())
+    if family not in known:
+        hint = difflib.get_close_matches(str(family), known, n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        where = f"'{key}' has unknown family {family!r}" if key == "families" else f"'{key}': unknown family"
+        raise ParamsError(f"{where}{did}; known families: {', '.join(known)} (one file each in vae/families/)")
 
 
 def _name(v, what: str, key: str) -> None:
@@ -171,45 +209,13 @@ def _name(v, what: str, key: str) -> None:
         )
 
 
-def _int_list(v, name: str, lo: int = 1):
-    if not isinstance(v, list) or not v or not all(_is_int(i) and i >= lo for i in v):
-        raise ParamsError(f"'{name}' must be a non-empty list of integers >= {lo}, got {v!r}")
-
-
-def validate(params: dict) -> None:
-    """Check every section; the first problem raises ParamsError naming its key."""
-    _reject_unknown(params, "", TOP_LEVEL, f"allowed: {', '.join(TOP_LEVEL)}")
-    _validate_data(params)
-    _validate_matrix(params)
-    _validate_models(params)
-    validate_train(_section(params, "train", TRAIN_KEYS), "train")
-    _validate_recipes(params)
-    _validate_eval(params)
-    _validate_plot(params)
-
-
-def _validate_data(params: dict) -> None:
-    data = _section(
-        params,
-        "data",
-        ("dataset", "local_mirror", "retries", "connect_timeout_s", "read_timeout_s", "train_subset", "validation"),
-    )
-    _choice(data, "dataset", "data.dataset", DATASETS)
-    if data["local_mirror"] is not None and not isinstance(data["local_mirror"], str):
-        raise ParamsError(
-            f"'data.local_mirror' must be a directory, a file:// URL or null, got {data['local_mirror']!r}"
-        )
-    _int(data, "retries", "data.retries")
-    _float(data, "connect_timeout_s", "data.connect_timeout_s")
-    _float(data, "read_timeout_s", "data.read_timeout_s")
-    _int(data, "train_subset", "data.train_subset", optional=True)
+def _data_sizes(data: dict) -> None:
     n_train = DATASETS[data["dataset"]].files["train_images"].examples
     if data["train_subset"] is not None and data["train_subset"] > n_train:
         raise ParamsError(
             f"'data.train_subset' is {data['train_subset']}, but {data['dataset']} has "
             f"{n_train} training images; use at most {n_train}, or null for all"
         )
-    _int(data, "validation", "data.validation")
     if data["validation"] >= n_train:
         raise ParamsError(
             f"'data.validation' is {data['validation']}, but {data['dataset']} has {n_train} "
@@ -217,151 +223,89 @@ def _validate_data(params: dict) -> None:
         )
 
 
-def _validate_matrix(params: dict) -> None:
-    """families x latent_dims x seeds (recipes are checked with their definitions)."""
-    for key in ("families", "latent_dims", "seeds"):
-        if key not in params:
-            raise ParamsError(f"missing key '{key}'")
-    fams = params["families"]
-    if not isinstance(fams, list) or not fams:
-        raise ParamsError(f"'families' must be a non-empty list, got {fams!r}")
-    for f in fams:
-        _name(f, "family", "families")
-        if f not in FAMILIES:
-            hint = difflib.get_close_matches(str(f), FAMILIES, n=1)
-            did = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ParamsError(f"'families' has unknown family {f!r}{did}; known families: {', '.join(FAMILIES)}")
-    for key, lo, what in (("families", None, "family"), ("latent_dims", 1, "size"), ("seeds", 0, "seed")):
-        if lo is not None:
-            _int_list(params[key], key, lo=lo)
-        if len(set(params[key])) != len(params[key]):
-            raise ParamsError(f"'{key}' lists a {what} twice: {params[key]!r}")
+# --- pydantic's errors, in our words ------------------------------------------------------------
 
 
-def _validate_models(params: dict) -> None:
-    models = _section(params, "models", tuple(FAMILIES))
-    for fam, spec in FAMILIES.items():
-        cfg = _section(models, fam, tuple(spec.params))
-        for k in spec.params:
-            v, name = cfg[k], f"models.{fam}.{k}"
-            if isinstance(v, list):
-                _int_list(v, name)
-            elif not _is_int(v) or v < 1:
-                raise ParamsError(f"'{name}' must be an integer >= 1, got {v!r}")
+def _schema(schema: type[BaseModel], data, prefix: tuple[str, ...] = (), root=None) -> None:
+    try:
+        schema.model_validate(data)
+    except ValidationError as e:
+        # A mistyped key is both unknown and missing: name the unknown one, whose hint says what was meant.
+        first = min(e.errors(), key=lambda err: err["type"] != "extra_forbidden")
+        raise ParamsError(_message(schema, first, prefix, data if root is None else root)) from None
 
 
-def _validate_eval(params: dict) -> None:
-    ev = _section(
-        params,
-        "eval",
-        (
-            "seed",
-            "batch_size",
-            "z_samples",
-            "study_batch_size",
-            "iw_samples",
-            "iw_images",
-            "iw_batch",
-            "nll_images",
-            "nll_batch",
-            "active_threshold",
-            "collapse_kl",
-        ),
-    )
-    _int(ev, "seed", "eval.seed", lo=0)
-    for k in ("batch_size", "z_samples", "study_batch_size", "iw_samples", "iw_batch", "nll_batch"):
-        _int(ev, k, f"eval.{k}")
-    _int(ev, "iw_images", "eval.iw_images", optional=True)
-    _int(ev, "nll_images", "eval.nll_images", lo=2, optional=True)  # a standard error needs two images
-    _float(ev, "active_threshold", "eval.active_threshold")
-    _float(ev, "collapse_kl", "eval.collapse_kl")
+def _message(schema: type[BaseModel], err, prefix: tuple[str, ...], data) -> str:
+    """One line naming the dotted key: a list's bad item is shown as the whole list."""
+    loc, kind, value = [str(p) for p in err["loc"]], err["type"], err["input"]
+    field, parent, depth = _field(schema, loc)
+    key = ".".join((*prefix, *loc[:depth]))
+    if depth < len(loc):  # an item of a list: the list
+        value = _get(data, loc[:depth])
+    if kind == "missing":
+        return f"missing key '{key}'"
+    if kind == "extra_forbidden":
+        allowed = list(parent.model_fields) if parent else []
+        hint = difflib.get_close_matches(loc[-1], allowed, n=1)
+        did = f" (did you mean '{'.'.join((*prefix, *loc[:-1], hint[0]))}'?)" if hint else ""
+        return f"unknown key '{key}'{did}; allowed: {', '.join(allowed)}"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"'{key}' must be a mapping, got {value!r}"
+    choices = _literal(field)
+    if choices is not None:
+        return f"'{key}' is {value!r}; allowed: {', '.join(map(str, choices))}"
+    what = field.description if field is not None and field.description else err["msg"].lower()
+    return f"'{key}' must be {what}, got {value!r}"
 
 
-def _validate_plot(params: dict) -> None:
-    plot = _section(params, "plot", ("seed", "grid", "quantile", "n_recon", "n_samples"))
-    if plot["seed"] not in params["seeds"]:
-        raise ParamsError(
-            f"'plot.seed' is {plot['seed']!r}, which is not among 'seeds' {params['seeds']}: "
-            "the pictures are of that seed's runs"
-        )
-    _int(plot, "grid", "plot.grid", lo=2)
-    _float(plot, "quantile", "plot.quantile")
-    if not plot["quantile"] < 0.5:
-        raise ParamsError(f"'plot.quantile' must be in (0, 0.5), got {plot['quantile']!r}")
-    _int(plot, "n_recon", "plot.n_recon")
-    _int(plot, "n_samples", "plot.n_samples")
+def _field(schema, loc: list[str]):
+    """(FieldInfo, its model, how many parts of loc name it) for the innermost field that loc reaches."""
+    model, field, depth = schema, None, 0
+    while depth < len(loc) and isinstance(model, type) and issubclass(model, BaseModel):
+        field = model.model_fields.get(loc[depth])
+        if field is None:
+            return None, model, len(loc)
+        depth += 1
+        inner = _unwrap(field.annotation)
+        if get_origin(inner) is dict and depth < len(loc):  # recipe.NAME, models.NAME: a key, then a model
+            inner, depth = _unwrap(get_args(inner)[1]), depth + 1
+            if depth == len(loc):
+                return None, model, depth
+        if get_origin(inner) is list:
+            return field, model, depth
+        model = inner
+    return field, model if depth < len(loc) else _parent(schema, loc), depth
 
 
-def validate_train(train: dict, prefix: str = "") -> None:
-    """Check a full set of `train` settings; errors name keys as `PREFIX.KEY` (or `KEY` with no prefix)."""
-
-    def name(k: str) -> str:
-        return f"{prefix}.{k}" if prefix else k
-
-    _choice(train, "optimizer", name("optimizer"), OPTIMIZERS)
-    _float(train, "lr", name("lr"))
-    _choice(train, "lr_schedule", name("lr_schedule"), LR_SCHEDULES)
-    _int(train, "kl_warmup_epochs", name("kl_warmup_epochs"), lo=0)
-    _float(train, "free_bits", name("free_bits"), strict=False)
-    _int(train, "epochs", name("epochs"))
-    _int(train, "batch_size", name("batch_size"))
-    for k in ("grad_clip", "logvar_clamp"):
-        if train[k] is not None:
-            _float(train, k, name(k))
-    _choice(train, "precision", name("precision"), PRECISIONS)
-    _choice(train, "channels_last", name("channels_last"), (True, False))
-    _choice(train, "device", name("device"), DEVICES)
-    _choice(train, "binarize", name("binarize"), BINARIZE)
+def _parent(schema, loc: list[str]):
+    """The model holding the last part of loc (for the keys an unknown one could have meant)."""
+    model = schema
+    for part in loc[:-1]:
+        f = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if f is None:  # a dict's key
+            continue
+        inner = _unwrap(f.annotation)
+        model = _unwrap(get_args(inner)[1]) if get_origin(inner) is dict else inner
+    return model
 
 
-def _validate_recipes(params: dict) -> None:
-    """`recipes` lists the recipes to run; `recipe.NAME` overrides keys of `train` for that recipe,
-    and `recipe.NAME.families.FAMILY` overrides them further for one family."""
-    for key in ("recipes", "recipe"):
-        if key not in params:
-            raise ParamsError(f"missing key '{key}'")
-    names, defs = params["recipes"], params["recipe"]
-    if not isinstance(defs, dict):
-        raise ParamsError(f"'recipe' must map recipe names to overrides of 'train', got {defs!r}")
-    if (
-        not isinstance(names, list)
-        or not names
-        or len(set(names)) != len(names)
-        or not all(isinstance(n, str) and n for n in names)
-    ):
-        raise ParamsError(f"'recipes' must be a non-empty list of distinct names, got {names!r}")
-    for name in names:
-        _name(name, "recipe", "recipes")
-        if name not in defs:
-            raise ParamsError(
-                f"'recipes' lists {name!r} but 'recipe.{name}' is not defined; "
-                f"defined: {', '.join(map(str, defs)) or 'none'}"
-            )
-    keys = (*TRAIN_KEYS, "families")
-    for name, over in defs.items():
-        _name(name, "recipe", "recipe")
-        if not isinstance(over or {}, dict):
-            raise ParamsError(f"'recipe.{name}' must be a mapping of 'train' keys, got {over!r}")
-        over = dict(over or {})
-        _reject_unknown(
-            over,
-            f"recipe.{name}",
-            keys,
-            f"a recipe overrides keys of 'train' ({', '.join(TRAIN_KEYS)}) or sets 'families'",
-        )
-        per_family = over.pop("families", None) or {}
-        if not isinstance(per_family, dict):
-            raise ParamsError(
-                f"'recipe.{name}.families' must map family names to overrides of 'train', got {per_family!r}"
-            )
-        _reject_unknown(per_family, f"recipe.{name}.families", tuple(FAMILIES), f"families: {', '.join(FAMILIES)}")
-        # `train` is already valid, so any error here is in an override, named as the user wrote it.
-        validate_train({**params["train"], **over}, f"recipe.{name}")
-        for fam, fam_over in per_family.items():
-            prefix = f"recipe.{name}.families.{fam}"
-            if not isinstance(fam_over, dict):
-                raise ParamsError(f"'{prefix}' must be a mapping of 'train' keys, got {fam_over!r}")
-            _reject_unknown(
-                fam_over, prefix, TRAIN_KEYS, f"a family override sets keys of 'train': {', '.join(TRAIN_KEYS)}"
-            )
-            validate_train({**params["train"], **over, **fam_over}, prefix)
+def _unwrap(t):
+    """X from X | None, Annotated[X, ...]."""
+    while True:
+        if get_origin(t) is Annotated:
+            t = get_args(t)[0]
+        elif get_origin(t) in (typing.Union, types.UnionType):
+            t = next(a for a in get_args(t) if a is not type(None))
+        else:
+            return t
+
+
+def _literal(field):
+    t = _unwrap(field.annotation) if field is not None else None
+    return get_args(t) if get_origin(t) is Literal else None
+
+
+def _get(data, loc: list[str]):
+    for part in loc:
+        data = data[part] if isinstance(data, dict) else data
+    return data

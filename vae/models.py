@@ -1,21 +1,29 @@
-"""The four model families behind one interface.
+"""The one interface every model family has, and the registry of families.
 
-Every family builds an encoder (x -> 2*z features, split into mu and logvar)
-and a decoder (z -> 28x28 Bernoulli logits). `VAE` wraps the pair, so the loss,
-training loop, evaluation and plots never look at which family they run.
-The registry `FAMILIES` is keyed by the names used in params.yaml.
+A family is a file of its own, vae/families/NAME.py, NAME being the name params.yaml uses
+(`families`, `models.NAME`). It registers a function building an encoder (x -> 2*z features,
+split into mu and logvar) and a decoder (z -> 28x28 Bernoulli logits); `VAE` wraps the pair, so
+the loss, training loop, evaluation and plots never look at which family they run. The keyword
+arguments of that function after `z` are the family's keys under `models.NAME`.
+
+A family's file is imported only when a run asks for it (`build_model`), so a run depends on its
+own family's file and on this one, not on the other families' (dvc.yaml: vae/families/${item.family}.py).
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 IMAGE_SHAPE = (1, 28, 28)
 N_PIXELS = 28 * 28
+FAMILY_DIR = Path(__file__).parent / "families"
 
 
 class VAE(nn.Module):
@@ -50,21 +58,42 @@ class Family:
     params: tuple[str, ...]  # the keys of models.<family> in params.yaml
 
 
+# Filled as family files are imported: by `family()` one at a time, by `load_all()` every one.
 FAMILIES: dict[str, Family] = {}
 
 
-def register(name: str, *params: str):
+def register(name: str):
+    """Registers `build(z, **models.NAME)`; its keyword arguments after z are the family's params."""
+
     def deco(fn):
-        FAMILIES[name] = Family(fn, params)
+        if fn.__module__.rsplit(".", 1)[-1] != name:
+            raise ValueError(f"family {name!r} must be registered from vae/families/{name}.py, not {fn.__module__}")
+        FAMILIES[name] = Family(fn, tuple(inspect.signature(fn).parameters)[1:])
         return fn
 
     return deco
 
 
-def build_model(family: str, z_dim: int, cfg: dict, logvar_clamp: float | None = None) -> VAE:
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
-    enc, dec = FAMILIES[family].build(z_dim, **cfg)
+def known_families() -> list[str]:
+    """Every family there is a file for, whether imported or not."""
+    return sorted(p.stem for p in FAMILY_DIR.glob("*.py") if not p.name.startswith("_"))
+
+
+def family(name: str) -> Family:
+    if name not in FAMILIES:
+        if name not in known_families():
+            raise ValueError(f"unknown model family {name!r}; known: {', '.join(known_families())}")
+        importlib.import_module(f"vae.families.{name}")
+    return FAMILIES[name]
+
+
+def load_all() -> dict[str, Family]:
+    """Every family, imported: for the stage that validates params.yaml, not for the runs."""
+    return {name: family(name) for name in known_families()}
+
+
+def build_model(name: str, z_dim: int, cfg: dict, logvar_clamp: float | None = None) -> VAE:
+    enc, dec = family(name).build(z_dim, **cfg)
     return VAE(enc, dec, z_dim, logvar_clamp)
 
 
@@ -72,100 +101,9 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _mlp(sizes: list[int]) -> list[nn.Module]:
+def mlp(sizes: list[int]) -> list[nn.Module]:
+    """Linear + ReLU for each step of `sizes`: the hidden layers of the MLP families."""
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(a, b), nn.ReLU()]
     return layers
-
-
-@register("simple_mlp", "hidden")
-def simple_mlp(z: int, hidden: int):
-    # One hidden layer each way, as in pytorch/examples' VAE.
-    enc = nn.Sequential(nn.Flatten(), nn.Linear(N_PIXELS, hidden), nn.ReLU(), nn.Linear(hidden, 2 * z))
-    dec = nn.Sequential(nn.Linear(z, hidden), nn.ReLU(), nn.Linear(hidden, N_PIXELS))
-    return enc, dec
-
-
-@register("deep_mlp", "hidden")
-def deep_mlp(z: int, hidden: list[int]):
-    enc = nn.Sequential(nn.Flatten(), *_mlp([N_PIXELS, *hidden]), nn.Linear(hidden[-1], 2 * z))
-    rev = hidden[::-1]
-    dec = nn.Sequential(*_mlp([z, *rev]), nn.Linear(rev[-1], N_PIXELS))
-    return enc, dec
-
-
-@register("conv", "channels", "hidden")
-def conv(z: int, channels: list[int], hidden: int):
-    if len(channels) != 3:
-        raise ValueError(f"models.conv.channels must list 3 sizes, got {channels}")
-    c1, c2, c3 = channels
-    enc = nn.Sequential(
-        nn.Conv2d(1, c1, 4, 2, 1),
-        nn.ReLU(),  # 14x14
-        nn.Conv2d(c1, c2, 4, 2, 1),
-        nn.ReLU(),  # 7x7
-        nn.Conv2d(c2, c3, 3, 2, 1),
-        nn.ReLU(),  # 4x4
-        nn.Flatten(),
-        nn.Linear(c3 * 16, hidden),
-        nn.ReLU(),
-        nn.Linear(hidden, 2 * z),
-    )
-    dec = nn.Sequential(
-        nn.Linear(z, hidden),
-        nn.ReLU(),
-        nn.Linear(hidden, c3 * 16),
-        nn.ReLU(),
-        nn.Unflatten(1, (c3, 4, 4)),
-        nn.ConvTranspose2d(c3, c2, 3, 2, 1),
-        nn.ReLU(),  # 7x7
-        nn.ConvTranspose2d(c2, c1, 4, 2, 1),
-        nn.ReLU(),  # 14x14
-        nn.ConvTranspose2d(c1, 1, 4, 2, 1),  # 28x28 logits
-    )
-    return enc, dec
-
-
-class ResBlock(nn.Module):
-    """Pre-activation residual block: x + conv(relu(conv(relu(x))))."""
-
-    def __init__(self, c: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.ReLU(), nn.Conv2d(c, c, 3, 1, 1), nn.ReLU(), nn.Conv2d(c, c, 3, 1, 1))
-
-    def forward(self, x):
-        return x + self.body(x)
-
-
-@register("residual", "channels", "blocks", "hidden")
-def residual(z: int, channels: list[int], blocks: int, hidden: int):
-    # Downsample first: residual blocks at 28x28 would cost ~4x the arithmetic
-    # on a CPU for little gain on MNIST.
-    if len(channels) != 2:
-        raise ValueError(f"models.residual.channels must list 2 sizes, got {channels}")
-    c1, c2 = channels
-    res = lambda c: [ResBlock(c) for _ in range(blocks)]  # noqa: E731
-    enc = nn.Sequential(
-        nn.Conv2d(1, c1, 4, 2, 1),
-        *res(c1),  # 14x14
-        nn.Conv2d(c1, c2, 4, 2, 1),
-        *res(c2),  # 7x7
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(c2 * 49, hidden),
-        nn.ReLU(),
-        nn.Linear(hidden, 2 * z),
-    )
-    dec = nn.Sequential(
-        nn.Linear(z, hidden),
-        nn.ReLU(),
-        nn.Linear(hidden, c2 * 49),
-        nn.Unflatten(1, (c2, 7, 7)),
-        *res(c2),
-        nn.ConvTranspose2d(c2, c1, 4, 2, 1),
-        *res(c1),  # 14x14
-        nn.ReLU(),
-        nn.ConvTranspose2d(c1, 1, 4, 2, 1),  # 28x28 logits
-    )
-    return enc, dec

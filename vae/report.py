@@ -11,11 +11,12 @@ import pandas as pd
 
 from vae import paths
 from vae.atomic import save_figure, write_json, write_text
-from vae.config import cell_name, run_name
 from vae.data import DATASETS
+from vae.errors import StageError
 from vae.losses import TERMS
 from vae.metrics import BINARIZED_METRICS, METRICS
 from vae.models import N_PIXELS
+from vae.params import cell_name, run_name
 
 CELL = ["recipe", "family", "z"]
 # Why each column without a direction (vae/metrics.py) is never bold, as the comparison's legend says it.
@@ -85,7 +86,7 @@ def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
     for recipe, family, z, seed in run_list:
         run = run_name(recipe, family, z, seed)
         if not paths.metrics(run).exists() or not paths.details(run).exists():
-            raise FileNotFoundError(f"{paths.metrics(run)} is missing; run `dvc repro evaluate@{run}`")
+            raise StageError(f"{paths.metrics(run)} is missing; run `dvc repro evaluate@{run}`")
         m, d = json.loads(paths.metrics(run).read_text()), json.loads(paths.details(run).read_text())
         last = d.get("study_last_batch") or dict.fromkeys(TERMS, math.nan)  # MNIST's grey-level runs only
         extra = {c: math.nan if m.get(c) is None else m[c] for c in BINARIZED_METRICS}  # binarized runs only
