@@ -57,7 +57,7 @@ demo: setup
 	rm -rf demo/plots demo/metrics/cells  # the committed study's pictures and cells: not the demo's
 	cd demo && ../$(BIN)/python -c "from tests.smoke import set_params; from pathlib import Path; \
 	  set_params(Path('.'), {'train.epochs': 1, 'data.train_subset': 2000, 'seeds': [0], 'recipes': ['tuned'], \
-	  'eval.iw_samples': 20, 'eval.iw_images': 200})"
+	  'eval.iw_samples': 20, 'eval.literature_iw_samples': 10, 'eval.iw_images': 200})"
 	cd demo && ../$(BIN)/python tools/study.py --workers $(WORKERS) --threads $(THREADS)
 	@echo
 	@echo "The demo's table:      demo/metrics/comparison.md"

@@ -2,14 +2,17 @@
 
 Writes metrics/runs/RUN.json (the DVC metric: one row of `dvc metrics show` per
 run, the keys of vae/metrics.py) and metrics/details/RUN.json (what the row cannot
-hold). A run whose training stopped at a NaN or infinite loss is evaluated too, on
-the model it kept (the one before that epoch), and marked `diverged`. A binarized run (its model
-file records `binarize: dynamic`, written by the train stage) is scored on the fixed binarization of
-the test set, its IW bound on eval.nll_images (all by default) in batches of eval.nll_batch: an upper
-bound on the NLL of binarized MNIST, with its standard error over the images. With VAE_RESTORE_ONLY
-set (the study's assembly step) it refuses to compute: runs come from DVC's run-cache there.
+hold). A run that diverged (vae/metrics.py's definition, on its history: the loss became NaN or
+infinite, or its last training -ELBO is absurd) is evaluated too, on the model it kept, and marked
+`diverged`, as the comparison counts it. A binarized run (its model file records `binarize: dynamic`,
+written by the train stage) is scored on the fixed binarization of the test set, its IW bound on
+eval.nll_images (all by default) in batches of eval.nll_batch: an upper bound on the NLL of binarized
+MNIST, with its standard error over the images, at K = eval.iw_samples and at the published figures'
+K = eval.literature_iw_samples (the first K of the same samples). With VAE_RESTORE_ONLY set (the
+study's assembly step) it refuses to compute: runs come from DVC's run-cache there.
 """
 
+import csv
 import math
 
 import torch
@@ -21,7 +24,7 @@ from vae.checkpoints import load_model
 from vae.data import load_split, scored_test_images, to_float
 from vae.evaluation import full_report
 from vae.losses import evaluate
-from vae.metrics import BINARIZED_METRICS, METRICS
+from vae.metrics import BINARIZED_METRICS, METRICS, divergence
 
 
 def main() -> None:
@@ -42,14 +45,18 @@ def main() -> None:
         test_x,
         iw_samples=ev["iw_samples"],
         iw_images=ev["nll_images"] if binarized else ev["iw_images"],
+        iw_also=ev["literature_iw_samples"] if binarized else None,
         iw_batch=ev["nll_batch"] if binarized else ev["iw_batch"],
         seed=ev["seed"],
         batch_size=ev["batch_size"],
         kl_threshold=ev["collapse_kl"],
         au_threshold=ev["active_threshold"],
     )
-    diverged = state.get("diverged")  # the train stage's note of why training stopped early, if it did
+    with paths.history(run).open() as f:
+        diverged = divergence(list(csv.DictReader(f)))
     values = {**elbo, **report}
+    if binarized:
+        values.update(iw_bound_lit=report["iw_bound_also"], iw_bound_lit_se=report["iw_bound_also_se"])
     reported = {**METRICS, **(BINARIZED_METRICS if binarized else {})}
     metrics = {
         **{k: round(values[k], 4) for k in reported},
@@ -71,6 +78,7 @@ def main() -> None:
         "z_samples": ev["z_samples"],
         "iw_samples": ev["iw_samples"],
         "iw_images": report["iw_images"],
+        **({"iw_samples_lit": ev["literature_iw_samples"]} if binarized else {}),
         "eval_seed": ev["seed"],
         "diverged": diverged,
     }
@@ -98,7 +106,8 @@ def main() -> None:
     collapsed = f"  COLLAPSED: {'; '.join(report['collapse_reasons'])}" if report["collapsed"] else ""
     bound = (
         f"NLL upper bound {report['iw_bound']:.3f} ± {report['iw_bound_se']:.3f} (SE over "
-        f"{report['iw_images']} images) nats/image on binarized {dataset}"
+        f"{report['iw_images']} images) nats/image on binarized {dataset}; at K={ev['literature_iw_samples']} "
+        f"{report['iw_bound_also']:.3f} ± {report['iw_bound_also_se']:.3f}"
         if binarized
         else f"IW bound {report['iw_bound']:.3f} nats/image"
     )

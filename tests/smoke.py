@@ -20,6 +20,7 @@ SMOKE = {
     "data.train_subset": 512,
     "plot.grid": 4,
     "eval.iw_samples": 20,
+    "eval.literature_iw_samples": 10,
     "eval.iw_images": 200,
     "eval.nll_images": 200,
     "seeds": [0, 1],

@@ -3,13 +3,14 @@
 
 import json
 import math
+import re
 import shutil
 import subprocess
 
 import pandas as pd
 import pytest
 
-from tests.smoke import DVC, MATRIX, ROOT, SMOKE, make_project, set_params, sh
+from tests.smoke import DVC, MATRIX, ROOT, SMOKE, make_project, outs, set_params, sh
 from vae.config import cell_name, load_params, run_name, runs
 
 PARAMS = load_params(ROOT / "params.yaml")
@@ -208,3 +209,42 @@ def test_fashion_mnist_runs_under_its_own_names(tmp_path, data_mirror):
         assert len(d["kl_per_dim"]) == z and 0 <= m["active_units"] <= z and m["total"] > 0
         for png in ("manifold", "latent", "reconstructions", "samples", "loss_curves"):
             assert (tmp_path / "plots" / f"tuned-simple_mlp-{z}" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+TINY = '''"""A user's architecture (docs/architectures.md): an MLP of one narrow hidden layer."""
+
+from torch import nn
+
+from vae.models import N_PIXELS, register
+
+
+@register("tiny_mlp")
+def build(z: int, hidden: int):
+    enc = nn.Sequential(nn.Flatten(), nn.Linear(N_PIXELS, hidden), nn.ReLU(), nn.Linear(hidden, 2 * z))
+    dec = nn.Sequential(nn.Linear(z, hidden), nn.ReLU(), nn.Linear(hidden, N_PIXELS))
+    return enc, dec
+'''
+
+
+def test_adding_a_family_computes_its_runs_alone(project, tmp_path):
+    """docs/architectures.md's recipe on a copy of the computed smoke study: one new file, the family in
+    `families` with its sizes under `models`, and `dvc repro` computes that family's runs, its pictures,
+    check and compare; every committed run, and the data, stay as they were."""
+    proj, env, _ = project
+    copy = tmp_path / "proj"
+    shutil.copytree(proj, copy, symlinks=True)
+    before = outs(copy)
+    (copy / "vae" / "families" / "tiny_mlp.py").write_text(TINY)
+    set_params(copy, {"families": [*MATRIX["families"], "tiny_mlp"], "models.tiny_mlp": {"hidden": 16}})
+    r = subprocess.run([DVC, "repro"], cwd=copy, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ran = set(re.findall(r"Running stage '([^']+)'", r.stdout))
+    tiny = runs({**SMOKE_PARAMS, "families": ["tiny_mlp"]})
+    new = {f"{s}@{run_name(*k)}" for s in ("train", "evaluate") for k in tiny}
+    new |= {f"plot@{cell_name(*k[:3])}" for k in tiny}
+    assert ran == {"check", "compare", *new}, sorted(ran)
+    after = outs(copy)
+    kept = {k: v for k, v in before.items() if k[0] not in ("check", "compare")}
+    assert {k: after[k] for k in kept} == kept  # every earlier run's outputs, and the data, unchanged
+    md = (copy / "metrics" / "comparison.md").read_text()
+    assert "tiny_mlp" in md and all(f in md for f in MATRIX["families"])

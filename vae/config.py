@@ -93,6 +93,7 @@ class Eval(BaseModel):
     z_samples: Count
     study_batch_size: Count
     iw_samples: Count
+    literature_iw_samples: Count
     iw_images: CountOrNull
     iw_batch: Count
     # A standard error needs two images.
@@ -157,6 +158,11 @@ def validate(params: dict) -> None:
         if fam not in params["models"]:
             raise ParamsError(f"missing key 'models.{fam}' (the settings of family {fam!r}, listed in 'families')")
     _data_sizes(params["data"])
+    if not params["eval"]["literature_iw_samples"] < params["eval"]["iw_samples"]:
+        raise ParamsError(
+            f"'eval.literature_iw_samples' is {params['eval']['literature_iw_samples']}, not below 'eval.iw_samples' "
+            f"({params['eval']['iw_samples']}): it is a bound from the first K of those samples"
+        )
     if params["plot"]["seed"] not in params["seeds"]:
         raise ParamsError(
             f"'plot.seed' is {params['plot']['seed']!r}, which is not among 'seeds' {params['seeds']}: "

@@ -35,17 +35,22 @@ def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torc
 
 @torch.no_grad()
 def iw_estimates(
-    model: VAE, x: torch.Tensor, k: int, generator: torch.Generator, chunk: int = 100
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image importance-weighted bound and negative ELBO, both from the same K samples z_k ~ q(z|x).
+    model: VAE, x: torch.Tensor, k: int, generator: torch.Generator, chunk: int = 100, also: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per-image importance-weighted bound and negative ELBO, both from the same K samples z_k ~ q(z|x),
+    and the bound at K = `also` < K from the first `also` of those samples (None without `also`).
 
     With log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), the bound is -(logsumexp_k log w_k - log K)
     and the negative ELBO -mean_k log w_k: by Jensen's inequality the bound is at most the negative ELBO,
     image by image, so their difference (the ELBO gap) is free of the noise of two independent estimates.
     The K samples are drawn `chunk` at a time and folded into a running logsumexp and sum, so memory is
     O(len(x) * chunk * pixels), not O(K). With K = 1 both are the single-sample negative ELBO; the bound
-    falls towards -log p(x) as K grows.
+    falls towards -log p(x) as K grows. A chunk ends at `also`, so the samples drawn, and the K-sample
+    figures, are the same with or without it when `also` is a multiple of `chunk`.
     """
+    if also is not None and not 1 <= also < k:
+        raise ValueError(f"the bound at K={also} needs 1 <= {also} < K={k}")
+    bound_also = None
     mu, logvar = model.encode(x)
     b, d = mu.shape
     # float64 accumulators: the K-term sum and logsumexp stay exact to ~1e-12 nats, far below any gap.
@@ -53,7 +58,7 @@ def iw_estimates(
     sum_log_w = torch.zeros(b, dtype=torch.float64, device=x.device)
     done = 0
     while done < k:
-        n = min(chunk, k - done)
+        n = min(chunk, k - done, also - done if also is not None and done < also else k)
         eps = torch.randn(n, b, d, generator=generator).to(x.device)
         z = mu + (0.5 * logvar).exp() * eps  # [n, b, d]
         logits = model.decode(z.reshape(n * b, d))
@@ -63,7 +68,9 @@ def iw_estimates(
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
         sum_log_w += log_w.sum(0)
         done += n
-    return -(lse - math.log(k)), -sum_log_w / k
+        if done == also:
+            bound_also = -(lse - math.log(also))
+    return -(lse - math.log(k)), -sum_log_w / k, bound_also
 
 
 @torch.no_grad()
@@ -102,6 +109,28 @@ def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.
     return (neg_entropy - log_qz.mean()).item()
 
 
+# Float rounding in the float64 accumulators: where all K weights are equal (a collapsed run) the gap of an
+# image can come out -1e-13. Anything more negative is not rounding but a wrong estimator.
+GAP_TOLERANCE = 1e-6
+
+
+def elbo_gap(neg_elbo: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """Per image, the negative ELBO minus the IW bound from the same samples: >= 0 by Jensen's inequality.
+    Rounding below GAP_TOLERANCE is set to 0; a more negative gap raises, as it means the estimates are wrong."""
+    gap = neg_elbo - bound
+    worst = gap.min().item() if len(gap) else 0.0
+    if worst < -GAP_TOLERANCE:
+        raise ValueError(
+            f"ELBO gap of {worst:.3g} nats on an image: the IW bound exceeds the -ELBO of the same samples, "
+            "which Jensen's inequality forbids; the estimator is wrong"
+        )
+    return gap.clamp(min=0.0)
+
+
+def standard_error(values: torch.Tensor) -> float:
+    return (values.std() / math.sqrt(len(values))).item() if len(values) > 1 else math.nan
+
+
 def collapse(active: int, z: int, kl_dims: list[float], kl_threshold: float) -> list[str]:
     """Reasons this run counts as (partly) collapsed; empty when healthy."""
     reasons = []
@@ -119,6 +148,7 @@ def full_report(
     *,
     iw_samples: int,
     iw_images: int | None,
+    iw_also: int | None = None,
     iw_batch: int,
     seed: int,
     batch_size: int,
@@ -131,26 +161,30 @@ def full_report(
     None): the same subset for every run, so runs are compared on equal terms. The subset's negative ELBO
     (`subset_total`) and the ELBO gap come from the same importance samples as the bound; `iw_bound_se` is
     the bound's standard error over those images, how far another set of as many images could move it
-    (the evaluate stage reports it for binarized runs, whose bound is a likelihood claim). The other
-    diagnostics use all of x.
+    (the evaluate stage reports it for binarized runs, whose bound is a likelihood claim). With `iw_also`,
+    the bound at that K as well (`iw_bound_also`, `iw_bound_also_se`), from the first iw_also of the same
+    samples. The other diagnostics use all of x.
     """
     g = torch.Generator().manual_seed(seed)
     subset = x
     if iw_images is not None and iw_images < len(x):
         subset = x[torch.randperm(len(x), generator=g)[:iw_images]]
-    bound, neg_elbo = (
-        torch.cat(t) for t in zip(*(iw_estimates(model, xb, iw_samples, g) for xb in subset.split(iw_batch)))
-    )
-    # >= 0 image by image (Jensen); where all K weights are equal (a collapsed run) rounding may leave -1e-13.
-    gap = (neg_elbo - bound).clamp(min=0.0)
+    parts = [iw_estimates(model, xb, iw_samples, g, also=iw_also) for xb in subset.split(iw_batch)]
+    bound, neg_elbo = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    gap = elbo_gap(neg_elbo, bound)
     mu, logvar = posterior_stats(model, x, batch_size)
     kl_dims = mean_kl_per_dimension(mu, logvar)
     active = active_units(mu, au_threshold)
     reasons = collapse(active, model.z_dim, kl_dims, kl_threshold)
+    extra = {}
+    if iw_also is not None:
+        at_also = torch.cat([p[2] for p in parts if p[2] is not None])
+        extra = {"iw_bound_also": at_also.mean().item(), "iw_bound_also_se": standard_error(at_also)}
     return {
         "subset_total": neg_elbo.mean().item(),
         "iw_bound": bound.mean().item(),
-        "iw_bound_se": (bound.std() / math.sqrt(len(bound))).item() if len(bound) > 1 else math.nan,
+        "iw_bound_se": standard_error(bound),
+        **extra,
         "elbo_gap": gap.mean().item(),
         "iw_images": len(subset),
         "active_units": active,

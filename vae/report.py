@@ -14,8 +14,7 @@ from vae.atomic import save_figure, write_json, write_text
 from vae.data import DATASETS
 from vae.errors import StageError
 from vae.losses import TERMS
-from vae.metrics import BINARIZED_METRICS, METRICS
-from vae.models import N_PIXELS
+from vae.metrics import BINARIZED_METRICS, DIVERGED_NATS, METRICS, divergence
 from vae.params import cell_name, run_name
 
 CELL = ["recipe", "family", "z"]
@@ -25,13 +24,9 @@ NOT_RANKED = {
     "information carried by z, paid for in reconstruction)",
     "active_units": "every cell that takes part has all z units active (fewer is a collapse, which keeps the cell "
     "out), so there is nothing to rank",
+    "elbo_gap": "the ELBO gap is a diagnostic of the encoder, not a quality: a decoder that ignores z has a gap of 0",
+    "mutual_info": "MI is a rate, like KL: how much z carries, not how good the model is",
 }
-# A run diverged when the loss became NaN or infinite (training stops there, vae/training.py), or when its
-# last epoch's mean training -ELBO is over ten times that of a decoder that predicts 0.5 for every pixel
-# (N_PIXELS * ln 2 = 543 nats; an untrained model starts near it): the optimisation blew up (at the
-# study's lr 0.01 a few training images can reach 1e20 nats, or every one 1e31 from the first epoch on,
-# while the loss stays finite), so its test figures describe a broken model, not the family.
-DIVERGED_NATS = 10 * N_PIXELS * math.log(2)
 
 # The study's own table, as published. Its units look like a sum over the
 # 16 images of the last, partial test batch (10000 = 78 * 128 + 16); our
@@ -53,30 +48,23 @@ PUBLISHED_SOURCE = 'Davidson et al. 2018, "Hyperspherical Variational Auto-Encod
 PUBLISHED = {
     2: {"Gaussian VAE": 135.73, "hyperspherical S-VAE": 132.50},
 }
+# Their reported spread of each figure (± in Table 1: the standard deviation over their training runs), which a
+# verdict counts beside our own noise.
+PUBLISHED_SPREAD = {
+    2: {"Gaussian VAE": 0.83, "hyperspherical S-VAE": 0.73},
+}
 # How their runs differ from ours, as the comparison says it: their MLP as in their released code
 # (nicola-decao/s-vae-pytorch, examples/mnist.py: H_DIM = 128, so 784-256-128 and back), K as the paper
 # states for its likelihood estimates (the example's own default is 10 samples).
 PUBLISHED_SETUP = {
-    "network": "one MLP (encoder 784–256–128, decoder 128–256–784)",
+    "network": "one MLP, encoder 784–256–128 and decoder 128–256–784",
     "iw_samples": 500,
 }
 
 
 def diverged(history: pd.DataFrame) -> bool:
-    """The run's optimisation blew up: its last epoch has a NaN or infinite loss (training stopped
-    there), or a mean training -ELBO over DIVERGED_NATS."""
-    last = history.iloc[-1]
-    return not all(math.isfinite(v) for v in last) or bool(last["train_total"] > DIVERGED_NATS)
-
-
-def divergence(history: pd.DataFrame) -> str:
-    """How a diverged run blew up, for the comparison's diverged column."""
-    last = history.iloc[-1]
-    if not all(math.isfinite(v) for v in last):
-        epoch = int(last["epoch"])
-        kept = f"epoch {epoch - 1}'s model" if epoch > 1 else "the untrained model"
-        return f"loss not finite in epoch {epoch}: training stopped there, figures of {kept}"
-    return f"training −ELBO {last['train_total']:.3g} in the last epoch, {history['train_total'].min():.1f} at best"
+    """vae/metrics.py's definition, on a history read with pandas."""
+    return divergence(history.to_dict("records")) is not None
 
 
 def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
@@ -106,7 +94,7 @@ def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
                 "binarized": d.get("binarize", "none") != "none",
                 "collapsed": m["collapsed"],
                 "diverged": diverged(history),
-                "divergence": divergence(history),
+                "divergence": divergence(history.to_dict("records")) or "",
                 "collapse_reasons": "; ".join(d["collapse_reasons"]),
                 "parameters": d["parameters"],
                 **{f"last_{t}": last[t] for t in TERMS},
@@ -114,6 +102,7 @@ def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
                 "z_samples": d["z_samples"],
                 "iw_samples": d["iw_samples"],
                 "iw_images": d["iw_images"],
+                "iw_samples_lit": d.get("iw_samples_lit", math.nan),  # binarized runs evaluated since #41
             }
         )
     return pd.DataFrame(rows)
@@ -123,7 +112,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: mean, sample std (NaN for one seed), min and max of every column over seeds,
     the number of seeds and of collapsed and of diverged seeds."""
     grouped = runs.groupby(CELL, sort=False)
-    stats = grouped[list(METRICS)].agg(["mean", "std", "min", "max"])
+    stats = grouped[[*METRICS, "iw_bound_lit"]].agg(["mean", "std", "min", "max"])
     stats.columns = [f"{c}_{s}" if s != "mean" else c for c, s in stats.columns]
     extra = grouped.agg(
         cell=("cell", "first"),
@@ -132,7 +121,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         diverged=("diverged", "sum"),
         parameters=("parameters", "first"),
         binarized=("binarized", "all"),
-        **{c: (c, "mean") for c in BINARIZED_METRICS},  # an SE over images: its mean over seeds
+        # an SE over images: its mean over seeds
+        **{c: (c, "mean") for c in BINARIZED_METRICS if c.endswith("_se")},
     )
     return extra.join(stats).reset_index()
 
@@ -208,6 +198,7 @@ def markdown(runs: pd.DataFrame, cells: pd.DataFrame, dataset: str) -> str:
     grey = runs[runs["recipe"].isin(grey_recipes)] if grey_recipes else runs
     title, n_test = DATASETS[dataset].title, common_value(runs, "test_images")
     lower, higher = ([m.header for m in METRICS.values() if m.better == how] for how in ("min", "max"))
+    ranked = f"lower is better for {', '.join(lower)}" + (f"; higher for {', '.join(higher)}" if higher else "")
     not_ranked = "; ".join(f"{m.header}, as {NOT_RANKED[c]}" for c, m in METRICS.items() if m.better is None)
     log_n = " / ".join(f"{math.log(n):.2f}" for n in sorted(set(runs["test_images"])))
     lines = [
@@ -229,7 +220,7 @@ def markdown(runs: pd.DataFrame, cells: pd.DataFrame, dataset: str) -> str:
         "",
         "**Bold**: best within a recipe and latent size among the cells with no collapsed or diverged seed, only "
         "where its mean ± std does not overlap any other such cell's; † : tied for best (the intervals overlap). "
-        f"Ranked: lower is better for {', '.join(lower)}; higher for {', '.join(higher)}. "
+        f"Ranked: {ranked}. "
         f"Never bold: {not_ranked}. Cells with a collapsed or diverged seed are never marked "
         "and are not compared. Recipes are defined in params.yaml (`train`, overridden by `recipe.NAME`, then by "
         "`recipe.NAME.families.FAMILY`).",
@@ -283,31 +274,42 @@ def binarized_legend(runs: pd.DataFrame, title: str) -> str:
 
 
 def verdict(ours: float, noise: float, theirs: float) -> str:
-    """Ahead (a lower NLL bound) or behind a published figure by more than the noise, or level within it."""
+    """Ahead (a lower NLL bound) or behind a published figure by more than the combined noise of both
+    sides, or level within it; with the difference and its ± interval either way."""
     d = ours - theirs
     if d < -noise:
-        return f"ahead by {-d:.2f}"
+        return f"ahead by {-d:.2f} (± {noise:.2f})"
     if d > noise:
-        return f"behind by {d:.2f}"
-    return f"level ({d:+.2f})"
+        return f"behind by {d:.2f} (± {noise:.2f})"
+    return f"level ({d:+.2f} ± {noise:.2f})"
 
 
 def published_comparison(cells: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
     """The binarized cells' NLL bounds beside the published figures for their latent size, each judged
-    ahead, level or behind within our noise: the spread over seeds and the standard error over test images."""
+    ahead, level or behind: at the published K where the runs report it, against the noise of both sides
+    (our spread over seeds and standard error over test images, and the published figure's own spread)."""
     if cells.empty:
         return []
     models = list(dict.fromkeys(name for figures in PUBLISHED.values() for name in figures))
     values = {name: v for figures in PUBLISHED.values() for name, v in figures.items()}
+    spreads = {name: v for figures in PUBLISHED_SPREAD.values() for name, v in figures.items()}
     k, n = common_value(runs, "iw_samples"), common_value(runs, "iw_images")
-    header = ["recipe", "family", "z", "−ELBO", f"NLL upper bound (K={k})", "SE over images", "noise"]
-    header += [f"vs {name} ({values[name]:.2f})" for name in models]
+    # At the published K (the first K of the same draws) where every run reports it; at our K otherwise.
+    at_lit = bool(runs["iw_bound_lit"].notna().all())
+    k_lit = common_value(runs, "iw_samples_lit") if at_lit else k
+    col = "iw_bound_lit" if at_lit else "iw_bound"
+    header = ["recipe", "family", "z", "−ELBO", f"NLL upper bound (K={k})"]
+    header += [f"NLL upper bound (K={k_lit})", "SE over images", "noise"] if at_lit else ["SE over images", "noise"]
+    header += [f"vs {name} ({values[name]:.2f} ± {spreads[name]:.2f})" for name in models]
     rows = []
     sides: dict[str, dict[str, list[str]]] = {name: {"ahead": [], "level": [], "behind": []} for name in models}
     for c in cells.itertuples():
-        noise = math.hypot(0.0 if math.isnan(c.iw_bound_std) else c.iw_bound_std, c.iw_bound_se)
+        std, se = getattr(c, f"{col}_std"), getattr(c, f"{col}_se" if at_lit else "iw_bound_se")
+        ours = math.hypot(0.0 if math.isnan(std) else std, se)
         row = [c.recipe, c.family, str(c.z), mean_std(c.total, c.total_std), mean_std(c.iw_bound, c.iw_bound_std)]
-        row += [number(c.iw_bound_se), number(noise)]
+        if at_lit:
+            row.append(mean_std(c.iw_bound_lit, c.iw_bound_lit_std))
+        row += [number(se), number(ours)]
         for name in models:
             theirs = PUBLISHED.get(c.z, {}).get(name)
             if theirs is None:
@@ -315,24 +317,31 @@ def published_comparison(cells: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
             elif c.collapsed or c.diverged:
                 row.append("not compared: a seed collapsed or diverged")
             else:
-                row.append(verdict(c.iw_bound, noise, theirs))
-                sides[name][row[-1].split()[0]].append(f"`{c.recipe}` {c.family} z={c.z}")
+                said = verdict(getattr(c, col), math.hypot(ours, PUBLISHED_SPREAD[c.z][name]), theirs)
+                row.append(said)
+                side = said.split()[0]
+                sides[name][side].append(f"`{c.recipe}` {c.family} z={c.z} {said[len(side) + 1 :]}")
         rows.append(row)
     n_families, lo, hi = cells["family"].nunique(), cells["parameters"].min(), cells["parameters"].max()
     families = "one family" if n_families == 1 else f"{n_families} families"
     parameters = f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
     z_known = " and ".join(f"z={z}" for z in PUBLISHED)
     missing = sorted(set(cells["z"]) - set(PUBLISHED))
+    k_said = (
+        f"both use K={k_lit} importance samples per image (ours: the first {k_lit} of our K={k}) on {n} test images"
+        if at_lit and int(k_lit) == PUBLISHED_SETUP["iw_samples"]
+        else f"their bound uses K={PUBLISHED_SETUP['iw_samples']} importance samples per image, ours K={k_lit} on "
+        f"{n} test images (more samples give a lower, tighter bound)"
+    )
     lines = [
         "## Binarized MNIST beside published likelihoods",
         "",
         f"Published NLLs of dynamically binarized MNIST ({z_known}): {PUBLISHED_SOURCE}: "
-        + "; ".join(f"{name} {values[name]:.2f} nats" for name in models)
+        + "; ".join(f"{name} {values[name]:.2f} ± {spreads[name]:.2f} nats" for name in models)
         + ". What differs: theirs is "
-        f"{PUBLISHED_SETUP['network']}, ours {families} of {parameters} parameters; their bound uses K="
-        f"{PUBLISHED_SETUP['iw_samples']} importance samples per image, ours K={k} on {n} test images (more "
-        "samples give a lower, tighter bound); their figures are means over their own training runs, ours over "
-        f"seeds {common_value(runs, 'seed')}; their test binarization is another random draw."
+        f"{PUBLISHED_SETUP['network']} (our `davidson_mlp`), ours {families} of {parameters} parameters; {k_said}; "
+        f"their figures are means ± std over their own training runs, ours over seeds {common_value(runs, 'seed')}; "
+        "their test binarization is another random draw."
         + (
             f" No published figure for {' or '.join(f'z={z}' for z in missing)} is known to us: those rows have none."
             if missing
@@ -343,15 +352,15 @@ def published_comparison(cells: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
         "| " + " | ".join(["---"] * len(header)) + " |",
         *("| " + " | ".join(r) + " |" for r in rows),
         "",
-        "Each cell: mean ± std over seeds; SE over images: the NLL bound's standard error over the test images "
-        "(mean over seeds); noise: √(std² + SE²). Ahead (a lower NLL bound, better) or behind where our mean "
-        "differs from the published figure by more than the noise, level where it is within it; the published "
-        "figures' own spread is not counted.",
+        f"Each cell: mean ± std over seeds; SE over images: the K={k_lit} bound's standard error over the test "
+        "images (mean over seeds); noise: ours, √(std² + SE²). A verdict counts the noise of both sides, "
+        "√(std² + SE² + published spread²): ahead (a lower NLL bound, better) or behind only where our mean differs "
+        "from the published figure by more than that, level otherwise; the difference and that ± follow.",
         "",
     ]
     for name in models:
         said = "; ".join(f"{side}: {', '.join(cells_) or 'none'}" for side, cells_ in sides[name].items())
-        lines.append(f"- Against the {name} ({values[name]:.2f} nats): {said}.")
+        lines.append(f"- Against the {name} ({values[name]:.2f} ± {spreads[name]:.2f} nats): {said}.")
     return lines + [""]
 
 
