@@ -20,7 +20,7 @@ import os
 from stages.common import parse_args, stage_main
 from vae import paths
 from vae.atomic import write_text
-from vae.config import load_params, train_config
+from vae.config import load_params, setting_key, train_config
 from vae.training import DeviceError, resolve_device
 
 
@@ -56,15 +56,7 @@ def check_devices(params: dict) -> None:
             try:
                 resolve_device(train_config(params, recipe, family, seed=0)["device"])
             except DeviceError as e:
-                raise DeviceError(str(e).replace("train.device", device_key(params, recipe, family))) from None
-
-
-def device_key(params: dict, recipe: str, family: str) -> str:
-    """The most specific key setting the device of (recipe, family): the one to change."""
-    over = params["recipe"][recipe] or {}
-    if "device" in ((over.get("families") or {}).get(family) or {}):
-        return f"recipe.{recipe}.families.{family}.device"
-    return f"recipe.{recipe}.device" if "device" in over else "train.device"
+                raise DeviceError(str(e).replace("train.device", setting_key(params, recipe, family, "device"))) from None
 
 
 if __name__ == "__main__":

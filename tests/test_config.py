@@ -234,3 +234,34 @@ def test_train_reads_what_check_resolved_for_it(tmp_path):
         "train: checks/settings/tuned-conv.json: not found; run `dvc repro check` "
         "(the stage that validates params.yaml writes it)"
     )
+
+
+@pytest.mark.parametrize(
+    "over, named",
+    [
+        (
+            {"objective": "iwae", "kl_warmup_epochs": 0},
+            "'recipe.tuned.free_bits' is 0.5, but the objective of recipe tuned",
+        ),
+        ({"objective": "iwae", "free_bits": 0.0}, "'recipe.tuned.kl_warmup_epochs' is 5, but the objective of recipe"),
+        (
+            {"objective": "iwae", "free_bits": 0.0, "kl_warmup_epochs": 0, "iw_train_samples": 0},
+            "recipe.tuned.iw_train_samples",
+        ),
+        ({"objective": "iw"}, "'recipe.tuned.objective' is 'iw'; allowed: elbo, iwae"),
+    ],
+)
+def test_the_iwae_objective_refuses_elbo_only_settings(over, named):
+    # Warm-up and free bits act on the ELBO's KL term, which the importance-weighted bound has none of.
+    p = copy.deepcopy(BASE)
+    p["recipe"]["tuned"] = {**p["recipe"]["tuned"], **over}
+    with pytest.raises(ParamsError) as e:
+        validate(p)
+    assert named in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_iwae_recipe_without_warm_up_or_free_bits_passes():
+    p = copy.deepcopy(BASE)
+    p["recipe"]["iw"] = {"objective": "iwae", "iw_train_samples": 5, "binarize": "dynamic"}
+    p["recipes"].append("iw")
+    validate(p)

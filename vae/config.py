@@ -60,6 +60,10 @@ class Train(BaseModel):
     # none: the study's grey-level targets; dynamic: binarized MNIST, each training image re-drawn as
     # Bernoulli(grey level) whenever used and scored on one fixed binarization of the test set (vae/data.py).
     binarize: Literal["none", "dynamic"]
+    # elbo: the negative ELBO (analytic KL), the study's; iwae: the importance-weighted bound of
+    # iw_train_samples draws per image (Burda et al. 2016), the bound the evaluation reports, trained on.
+    objective: Literal["elbo", "iwae"]
+    iw_train_samples: Count
 
 
 TRAIN_KEYS = tuple(Train.model_fields)
@@ -158,6 +162,7 @@ def validate(params: dict) -> None:
         if fam not in params["models"]:
             raise ParamsError(f"missing key 'models.{fam}' (the settings of family {fam!r}, listed in 'families')")
     _data_sizes(params["data"])
+    _objectives(params)
     if not params["eval"]["literature_iw_samples"] < params["eval"]["iw_samples"]:
         raise ParamsError(
             f"'eval.literature_iw_samples' is {params['eval']['literature_iw_samples']}, not below 'eval.iw_samples' "
@@ -196,6 +201,31 @@ def _names_and_matrix(params: dict) -> None:
     for key, what in (("families", "family"), ("latent_dims", "size"), ("seeds", "seed")):
         if len(set(params[key])) != len(params[key]):
             raise ParamsError(f"'{key}' lists a {what} twice: {params[key]!r}")
+
+
+def _objectives(params: dict) -> None:
+    """The IWAE bound has no KL term of its own: KL warm-up and free bits, which act on that term, cannot
+    apply to it, and a run that asked for them would silently go without."""
+    for name, over in params["recipe"].items():
+        for fam in [None, *((over or {}).get("families") or {})]:
+            train = train_config(params, name, fam or "", 0)
+            if train["objective"] != "iwae":
+                continue
+            for key, off in (("kl_warmup_epochs", 0), ("free_bits", 0)):
+                if train[key] != off:
+                    raise ParamsError(
+                        f"'{setting_key(params, name, fam, key)}' is {train[key]!r}, but the objective of "
+                        f"{'recipe ' + name + (' for ' + fam if fam else '')} is iwae, whose bound has no KL term "
+                        f"for it to act on: set it to {off} (warm-up and free bits are ELBO settings)"
+                    )
+
+
+def setting_key(params: dict, recipe: str, family: str | None, key: str) -> str:
+    """The most specific key that sets `key` for (recipe, family): the one to change."""
+    over = params["recipe"][recipe] or {}
+    if family and key in ((over.get("families") or {}).get(family) or {}):
+        return f"recipe.{recipe}.families.{family}.{key}"
+    return f"recipe.{recipe}.{key}" if key in over else f"train.{key}"
 
 
 def _known(family: str, key: str, families: typing.Iterable[str] | None = None) -> None:

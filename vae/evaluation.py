@@ -22,15 +22,8 @@ import math
 import torch
 
 from vae.losses import evaluate as evaluate  # re-exported: `from vae.evaluation import evaluate` still works
-from vae.losses import kl_per_dimension, reconstruction_nll
+from vae.losses import kl_per_dimension, log_importance_weights, log_normal
 from vae.models import VAE
-
-
-def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z; mu, diag(exp(logvar))), summed over the last dimension. Written out rather than
-    torch.distributions.Normal, which refuses a std that underflowed to 0 (a diverged run's model):
-    here that is a non-finite figure, which the evaluate stage records as such."""
-    return -0.5 * ((z - mu) ** 2 * (-logvar).exp() + logvar + math.log(2 * math.pi)).sum(-1)
 
 
 @torch.no_grad()
@@ -60,11 +53,7 @@ def iw_estimates(
     while done < k:
         n = min(chunk, k - done, also - done if also is not None and done < also else k)
         eps = torch.randn(n, b, d, generator=generator).to(x.device)
-        z = mu + (0.5 * logvar).exp() * eps  # [n, b, d]
-        logits = model.decode(z.reshape(n * b, d))
-        log_px_z = -reconstruction_nll(logits, x.repeat(n, 1, 1, 1)).view(n, b)
-        log_w = log_px_z + _log_normal(z, torch.zeros_like(z), torch.zeros_like(z)) - _log_normal(z, mu, logvar)
-        log_w = log_w.double()
+        log_w = log_importance_weights(model, x, mu, logvar, eps)[0].double()
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
         sum_log_w += log_w.sum(0)
         done += n
@@ -104,7 +93,7 @@ def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.
     neg_entropy = (-0.5 * d * (math.log(2 * math.pi) + 1) - 0.5 * logvar.sum(1)).mean()
     z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=generator).to(mu.device)
     log_qz = torch.cat(
-        [torch.logsumexp(_log_normal(zc[:, None, :], mu[None], logvar[None]), dim=1) for zc in z.split(chunk)]
+        [torch.logsumexp(log_normal(zc[:, None, :], mu[None], logvar[None]), dim=1) for zc in z.split(chunk)]
     ) - math.log(n)
     return (neg_entropy - log_qz.mean()).item()
 

@@ -1,5 +1,10 @@
-"""The VAE objective, in one place, and its mean over a data set (`evaluate`: the test loss
-training reports every epoch, and the evaluate stage's negative ELBO).
+"""The VAE objectives, in one place, and the negative ELBO's mean over a data set (`evaluate`: the test
+loss training reports every epoch, and the evaluate stage's negative ELBO).
+
+Two objectives (train.objective): the ELBO, with its analytic KL, and the importance-weighted bound
+(Burda et al. 2016) of K samples. The log importance weights have one definition,
+`log_importance_weights`, which both the IWAE objective and the evaluation's IW bound
+(vae/evaluation.py) use, so the bound a model is trained on and the bound it is scored on cannot drift apart.
 
 Every function returns per-image values (shape [B]); callers average over the
 batch, so every reported number is in nats per image. Targets are MNIST's grey
@@ -10,6 +15,8 @@ vae/data.py), where the same terms are the exact Bernoulli NLL and its ELBO.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +58,43 @@ def training_objective(terms: dict[str, torch.Tensor], kl_weight: float = 1.0, f
     if free_bits > 0.0:
         kl = kl.clamp(min=free_bits)
     return terms["recon"].float().mean() + kl_weight * kl.sum()
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag(exp(logvar))), summed over the last dimension. Written out rather than
+    torch.distributions.Normal, which refuses a std that underflowed to 0 (a diverged run's model):
+    here that is a non-finite figure, which the evaluate stage records as such."""
+    return -0.5 * ((z - mu) ** 2 * (-logvar).exp() + logvar + math.log(2 * math.pi)).sum(-1)
+
+
+def log_importance_weights(
+    model, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for z_k = mu + sigma * eps_k, eps of shape [K, B, D];
+    returns log w and -log p(x|z_k), both [K, B]. The -ELBO of the same samples is -mean_k log w_k, the
+    importance-weighted bound -(logsumexp_k log w_k - log K)."""
+    k, b, d = eps.shape
+    z = mu + (0.5 * logvar).exp() * eps  # [K, B, D]
+    logits = model.decode(z.reshape(k * b, d))
+    recon = reconstruction_nll(logits, x.repeat(k, 1, 1, 1)).view(k, b)
+    log_w = -recon + log_normal(z, torch.zeros_like(z), torch.zeros_like(z)) - log_normal(z, mu, logvar)
+    return log_w, recon
+
+
+def importance_weighted(model, x: torch.Tensor, eps: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The log weights of K samples per image (eps: [K, B, D]), and the terms training reports: those of the
+    first sample with the analytic KL, exactly what `negative_elbo` gives for that sample's noise."""
+    mu, logvar = model.encode(x)
+    log_w, recon = log_importance_weights(model, x, mu, logvar, eps)
+    kl_dims = kl_per_dimension(mu, logvar)
+    kl = kl_dims.sum(1)
+    return {"total": recon[0] + kl, "recon": recon[0], "kl": kl, "kl_dims": kl_dims}, log_w
+
+
+def iwae_objective(log_w: torch.Tensor) -> torch.Tensor:
+    """The batch mean of the importance-weighted bound, -(logsumexp_k log w_k - log K): what an IWAE minimises.
+    With K = 1 it is the single-sample negative ELBO, -log w (its KL estimated by that sample, not analytic)."""
+    return -(torch.logsumexp(log_w.float(), dim=0) - math.log(log_w.shape[0])).mean()
 
 
 @torch.no_grad()

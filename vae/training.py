@@ -30,7 +30,7 @@ from vae.atomic import write_text, write_torch
 from vae.checkpoints import CheckpointError, load_checkpoint
 from vae.data import binarize
 from vae.errors import StageError
-from vae.losses import TERMS, evaluate, negative_elbo, training_objective
+from vae.losses import TERMS, evaluate, importance_weighted, iwae_objective, negative_elbo, training_objective
 from vae.models import VAE, build_model
 
 # lr and kl_weight are the values at the epoch's last step. No wall-clock time:
@@ -219,10 +219,16 @@ def train_epoch(
         xb = x[idx.to(x.device)]
         if bits is not None:  # the batch's images re-drawn as 0/1 pixels, fresh every time they are used
             xb = binarize(xb, bits)
-        noise = torch.randn(len(xb), model.z_dim, generator=g).to(x.device)
-        with autocast:
-            terms = negative_elbo(model, xb, noise)
-        loss = training_objective(terms, beta, settings["free_bits"])
+        if settings["objective"] == "iwae":  # K draws per image; with K = 1 the draws of the ELBO's noise
+            eps = torch.randn(settings["iw_train_samples"], len(xb), model.z_dim, generator=g).to(x.device)
+            with autocast:
+                terms, log_w = importance_weighted(model, xb, eps)
+            loss = iwae_objective(log_w)
+        else:
+            noise = torch.randn(len(xb), model.z_dim, generator=g).to(x.device)
+            with autocast:
+                terms = negative_elbo(model, xb, noise)
+            loss = training_objective(terms, beta, settings["free_bits"])
         lr = opt.param_groups[0]["lr"]
         if not torch.isfinite(loss):
             tqdm.write(f"{run}: loss is {loss.item()} at epoch {epoch}, step {step}")
