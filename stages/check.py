@@ -56,7 +56,9 @@ def check_devices(params: dict) -> None:
             try:
                 resolve_device(train_config(params, recipe, family, seed=0)["device"])
             except DeviceError as e:
-                raise DeviceError(str(e).replace("train.device", setting_key(params, recipe, family, "device"))) from None
+                raise DeviceError(
+                    str(e).replace("train.device", setting_key(params, recipe, family, "device"))
+                ) from None
 
 
 if __name__ == "__main__":
