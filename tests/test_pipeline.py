@@ -25,9 +25,9 @@ def project(smoke_study):
     return proj, env, out
 
 
-def test_the_committed_matrix_is_72_runs_in_dvc_yaml_order():
+def test_the_matrix_is_90_runs_in_dvc_yaml_order():
     every = [run_name(*r) for r in runs(PARAMS)]
-    assert len(every) == 72 and every[0] == "study-simple_mlp-1-0" and every[-1] == "binarized-residual-2-2"
+    assert len(every) == 90 and every[0] == "study-simple_mlp-1-0" and every[-1] == "binarized-davidson_mlp-2-2"
 
 
 def test_stage_list_is_the_whole_matrix(project):
