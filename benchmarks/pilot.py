@@ -10,6 +10,10 @@ reads as one table:
     OMP_NUM_THREADS=1 python -m benchmarks.pilot tuned deep_mlp 2 lr=3e-3 seed=1
     python -m benchmarks.pilot --table          # the sweep so far against params.yaml, best first per run
 
+`--bound K` also scores the trained model's importance-weighted bound on the validation images (K samples per
+image; on binarized images an upper bound on their NLL), the figure to choose an IWAE recipe on: its -ELBO is
+looser than an ELBO-trained model's by design.
+
 (benchmarks/pilots_test_set.jsonl keeps the earlier pilots, scored on the test
 set; nothing is chosen from them any more.)
 """
@@ -26,6 +30,7 @@ from ruamel.yaml import YAML
 from benchmarks.common import load_images, train_scratch
 from vae.config import TRAIN_KEYS, ParamsError, load_params, train_config, validate_train
 from vae.data import scored_test_images
+from vae.evaluation import iw_estimates
 
 RESULTS = Path("benchmarks/pilots.jsonl")
 
@@ -59,6 +64,20 @@ def differences(settings: dict, params: dict, run: str) -> dict:
     return {k: v for k, v in settings.items() if k != "device" and base.get(k) != v}
 
 
+@torch.no_grad()
+def validation_bound(model, val_x: torch.Tensor, k: int, ev: dict) -> dict:
+    """The IW bound of K samples per validation image, as the evaluate stage computes a binarized run's
+    (eval.seed, eval.nll_batch images a batch), with its standard error over the images."""
+    g = torch.Generator().manual_seed(ev["seed"])
+    model.eval()
+    bound = torch.cat([iw_estimates(model, xb, k, g)[0] for xb in val_x.split(ev["nll_batch"])])
+    return {
+        "val_iw_bound": round(bound.mean().item(), 3),
+        "val_iw_bound_se": round((bound.std() / math.sqrt(len(bound))).item(), 3),
+        "val_iw_samples": k,
+    }
+
+
 def table(path: Path, params: dict) -> None:
     """Each pilot against params.yaml as it is now: `-` is the run exactly as the pipeline trains it."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -68,6 +87,8 @@ def table(path: Path, params: dict) -> None:
         diff = " ".join(f"{k}={v}" for k, v in differences(r["settings"], params, r["run"]).items()) or "-"
         if "diverged_in_epoch" in r:
             diff += f" (diverged in epoch {r['diverged_in_epoch']})"
+        if "val_iw_bound" in r:
+            diff += f" [IW bound K={r['val_iw_samples']}: {r['val_iw_bound']:.2f} ± {r['val_iw_bound_se']:.2f}]"
         print(
             f"{r['run']:<22}{diff:<40}{r['val_total']:>10.2f}{r['train_total']:>9.2f}"
             f"{r['val_kl']:>7.2f}{r['minutes']:>6.1f}"
@@ -82,6 +103,9 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of the recipe's train settings")
     ap.add_argument("--results", type=Path, default=RESULTS, help="JSON-lines file the result is appended to")
     ap.add_argument("--table", action="store_true", help="print the results file as a table and exit")
+    ap.add_argument(
+        "--bound", type=int, metavar="K", help="also score the IW bound of K samples on the validation images"
+    )
     args = ap.parse_args()
     try:
         params = load_params()
@@ -107,7 +131,7 @@ def main() -> None:
     # test set is) for a pilot on binarized images.
     train_x, val_x = validation_split(params)
     val_x = scored_test_images(val_x, settings["binarize"])
-    _, history = train_scratch(name, args.family, args.z, params, settings, train_x, val_x)
+    model, history = train_scratch(name, args.family, args.z, params, settings, train_x, val_x)
     # A run that blew up ends with a non-finite row (vae.training stops there): score the epoch before it
     # and say so, rather than write NaN into the table.
     diverged = not all(math.isfinite(v) for v in history[-1].values())
@@ -123,6 +147,7 @@ def main() -> None:
         "train_total": round(last["train_total"], 3),
         "epochs": len(history),
         **({"diverged_in_epoch": len(history)} if diverged else {}),
+        **(validation_bound(model, val_x, args.bound, params["eval"]) if args.bound else {}),
         "minutes": round((time.perf_counter() - t0) / 60, 1),
     }
     print(json.dumps(result))

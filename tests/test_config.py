@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from vae.config import ParamsError, load_params, runs, train_config, validate
+from vae.config import ParamsError, load_params, runs, train_config, validate, validate_train
 
 BASE = load_params()
 
@@ -265,3 +265,10 @@ def test_an_iwae_recipe_without_warm_up_or_free_bits_passes():
     p["recipe"]["iw"] = {"objective": "iwae", "iw_train_samples": 5, "binarize": "dynamic"}
     p["recipes"].append("iw")
     validate(p)
+
+
+def test_a_pilots_settings_with_iwae_and_free_bits_are_refused():
+    settings = {**train_config(BASE, "tuned", "deep_mlp", 0), "objective": "iwae", "kl_warmup_epochs": 0}
+    with pytest.raises(ParamsError, match=r"^'free_bits' is 0.5, but the objective is iwae"):
+        validate_train(settings)
+    validate_train({**settings, "free_bits": 0})  # the seed, which a run's settings carry, is no error

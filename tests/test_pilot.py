@@ -49,6 +49,28 @@ def test_committed_pilots_record_their_settings_and_were_scored_on_validation():
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     if not rows:
         pytest.skip("no validation pilots committed yet")
-    # Rows from before `binarize` existed were grey-level runs: the key's default.
-    assert all(set(r["settings"]) | {"binarize"} == set(KEYS) for r in rows)
+    # Rows from before `binarize`, `objective` and `iw_train_samples` existed trained with their defaults.
+    added = {"binarize", "objective", "iw_train_samples"}
+    assert all(set(r["settings"]) <= set(KEYS) and set(KEYS) - set(r["settings"]) <= added for r in rows)
     assert all(r["scored_on"].startswith("validation") and "test_total" not in r for r in rows)
+
+
+def test_a_pilot_scores_the_iw_bound_on_validation_images_as_evaluate_would():
+    import torch
+
+    from benchmarks.pilot import validation_bound
+    from vae.evaluation import iw_estimates
+    from vae.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("simple_mlp", 2, {"hidden": 8})
+    x = torch.bernoulli(torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(1)))
+    ev = {"seed": 3, "nll_batch": 5}
+    got = validation_bound(model, x, 20, ev)
+    g = torch.Generator().manual_seed(3)
+    bound = torch.cat([iw_estimates(model, xb, 20, g)[0] for xb in x.split(5)])
+    assert got == {
+        "val_iw_bound": round(bound.mean().item(), 3),
+        "val_iw_bound_se": round((bound.std() / 12**0.5).item(), 3),
+        "val_iw_samples": 20,
+    }

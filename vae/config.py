@@ -176,8 +176,16 @@ def validate(params: dict) -> None:
 
 
 def validate_train(train: dict, prefix: str = "") -> None:
-    """A full set of `train` settings (benchmarks/pilot.py's, say); errors name keys as `PREFIX.KEY`."""
-    _schema(Train, train, tuple(prefix.split(".")) if prefix else ())
+    """A run's full `train` settings, its seed aside (benchmarks/pilot.py's, say); errors name keys as `PREFIX.KEY`."""
+    settings = {k: v for k, v in train.items() if k != "seed"}
+    _schema(Train, settings, tuple(prefix.split(".")) if prefix else ())
+    if settings["objective"] == "iwae":
+        for key in ("kl_warmup_epochs", "free_bits"):
+            if settings[key] != 0:
+                raise ParamsError(
+                    f"'{prefix + '.' if prefix else ''}{key}' is {settings[key]!r}, but the objective is iwae, whose "
+                    "bound has no KL term for it to act on: set it to 0 (warm-up and free bits are ELBO settings)"
+                )
 
 
 def _names_and_matrix(params: dict) -> None:
