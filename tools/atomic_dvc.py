@@ -74,14 +74,59 @@ def atomic_edit_rwlock(lock_dir, fs, hardlink):
         atomic_dump_data(path, lock, json.dump)
 
 
+# The DVC versions this patch was read against and tested with (tests/test_study.py fails on any other):
+# DVC may rename or reshape what patch() replaces, and a patch that replaced nothing would leave dvc.lock
+# written in place again, silently.
+TESTED_DVC = ("3.67.1",)
+# What patch() replaces, and the parameters it was written for.
+TARGETS = {
+    "dvc.utils.serialize._common._dump_data": ["path", "data", "dumper", "fs", "dumper_args"],
+    "dvc.rwlock._edit_rwlock": ["lock_dir", "fs", "hardlink"],
+}
+# What atomic_edit_rwlock uses of dvc.rwlock.
+RWLOCK_NAMES = (
+    "make_lock",
+    "SCHEMA",
+    "RWLOCK_FILE",
+    "RWLOCK_LOCK",
+    "RWLockFileCorruptedError",
+    "RWLockFileFormatError",
+    "Invalid",
+)
+
+
+class PatchError(RuntimeError):
+    """DVC no longer has what this file replaces: its lock writes would not be atomic."""
+
+
+def check_targets() -> None:
+    import importlib
+    import inspect
+
+    for target, params in TARGETS.items():
+        module, name = target.rsplit(".", 1)
+        fn = getattr(importlib.import_module(module), name, None)
+        if fn is None or list(inspect.signature(fn).parameters) != params:
+            raise PatchError(
+                f"{target}({', '.join(params)}) is not in this DVC, so dvc.lock would not be written atomically"
+            )
+    from dvc import rwlock
+
+    missing = [name for name in RWLOCK_NAMES if not hasattr(rwlock, name)]
+    if missing:
+        raise PatchError(f"dvc.rwlock has no {', '.join(missing)}, so .dvc/tmp/rwlock would not be written atomically")
+
+
 def patch() -> None:
+    check_targets()
     # Each serializer module bound `_dump_data` at import: replace every binding.
     from dvc import rwlock
     from dvc.utils.serialize import _common, _json, _py, _toml, _yaml
 
     for module in (_common, _json, _py, _toml, _yaml):
-        if hasattr(module, "_dump_data"):
-            module._dump_data = atomic_dump_data
+        if not hasattr(module, "_dump_data"):
+            raise PatchError(f"{module.__name__} no longer imports _dump_data; what writes its files now?")
+        module._dump_data = atomic_dump_data
     rwlock._edit_rwlock = atomic_edit_rwlock
 
 
@@ -98,7 +143,15 @@ def die_with_parent(parent: int) -> None:
 if __name__ == "__main__":
     if os.environ.get("VAE_STUDY_PARENT") and sys.platform == "linux":
         die_with_parent(int(os.environ["VAE_STUDY_PARENT"]))
-    patch()
+    try:
+        patch()
+    except PatchError as e:
+        import dvc
+
+        sys.exit(
+            f"atomic_dvc: {e}: DVC {dvc.__version__} is not one tools/atomic_dvc.py was tested with "
+            f"({', '.join(TESTED_DVC)}); install requirements.lock, or update tools/atomic_dvc.py"
+        )
     from dvc.cli import main
 
     sys.exit(main(sys.argv[1:]))
