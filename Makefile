@@ -20,11 +20,18 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 setup: $(VENV)/.installed $(TEMPLATE)
 
-$(VENV)/.installed: requirements.txt
+# requirements.lock: every package (pip included) at the version that trained the committed runs, with hashes.
+$(VENV)/.installed: requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
 	touch $@
+
+# The one command that refreshes requirements.lock from requirements.txt: pins already in the lock stay,
+# a new or changed requirement is resolved (`--upgrade` moves everything to the newest).
+.PHONY: lock
+lock: $(VENV)/.installed
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	  --no-emit-find-links --no-emit-trusted-host --output-file requirements.lock requirements.txt
 
 # The plots page's template inlines vega from the npm packages pinned in tools/package-lock.json.
 $(TEMPLATE): $(VENV)/.installed tools/package-lock.json tools/build_plots_template.py
