@@ -2,7 +2,7 @@
 
 Two workers of one thread each run a task that waits on a subprocess (polling it once a second, as
 tools/study.py's tasks do); the CPU time of the coordinator, scheduler and workers over `--seconds`
-is measured with Dask's default configuration and with the study's (study.DASK_CONFIG), alternating
+is measured with Dask's default configuration and with the study's (engine_cluster.DASK_CONFIG), alternating
 `--rounds` times, each in a fresh process. Prints CPU-seconds per minute of wall time, median and range.
 
     python -m benchmarks.engine_overhead [--seconds 30] [--rounds 3]
@@ -36,11 +36,11 @@ def measure(config: str, seconds: float) -> float:
     import psutil
 
     sys.path.insert(0, str(ROOT / "tools"))
-    import study
+    import engine_cluster
 
     if config == "default":
-        study.DASK_CONFIG = {}
-    client, cluster = study.connect(Namespace(scheduler=None, workers=2, dashboard=False, gpus_per_run=0))
+        engine_cluster.DASK_CONFIG = {}
+    client, cluster = engine_cluster.connect(Namespace(scheduler=None, workers=2, dashboard=False, gpus_per_run=0))
     try:
         futures = [client.submit(wait_on_a_process, seconds + 10, pure=False) for _ in range(2)]
         time.sleep(5)  # both tasks started

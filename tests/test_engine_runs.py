@@ -1,0 +1,74 @@
+"""How the study stops and fails (#42): a signal only sets a flag that the waiting code polls, and only a
+run whose worker was lost is rerun; a run that raised is reported at once, having run once."""
+
+import os
+import signal
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+from distributed import wait
+
+from tests.smoke import ROOT
+
+sys.path.insert(0, str(ROOT / "tools"))
+import engine_cluster  # noqa: E402
+import study  # noqa: E402
+
+
+@pytest.fixture
+def handler():
+    previous = {sig: signal.signal(sig, study.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    study.STOP.clear()
+    yield
+    for sig, h in previous.items():
+        signal.signal(sig, h)
+    study.STOP.clear()
+
+
+def test_a_signal_raises_nothing_where_it_lands_and_sets_stop(handler):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        study.STOP.clear()
+        os.kill(os.getpid(), sig)
+        time.sleep(0.2)  # the handler runs here: it must not raise into this frame
+        assert study.STOP.is_set()
+
+
+def test_the_coordinators_dvc_polls_stop(handler, tmp_path):
+    study.STOP.set()
+    with pytest.raises(study.Interrupted):
+        study.dvc(["version"], ROOT, dict(os.environ), log=tmp_path / "log")
+    assert not (tmp_path / "log").exists(), "no DVC process is started once the study is stopping"
+
+
+def count(path: str) -> int:
+    with open(path, "a") as f:
+        f.write("x")
+    return len(Path(path).read_text())
+
+
+def test_a_run_that_raises_runs_once_and_a_lost_workers_run_is_rerun_once(tmp_path):
+    def attempt(path: str, how: str) -> int:
+        n = count(path)
+        if how == "raise":
+            raise ValueError("its own bug")
+        if how == "die" or (how == "die once" and n == 1):
+            os._exit(1)  # the worker process is lost
+        return n
+
+    client, cluster = engine_cluster.connect(Namespace(scheduler=None, workers=2, dashboard=False, gpus_per_run=0))
+    try:
+        raised = study.submit(client, attempt, str(tmp_path / "raised"), "raise")
+        wait(raised, timeout=60)
+        assert raised.status == "error" and str(raised.exception()) == "its own bug"
+        assert (tmp_path / "raised").read_text() == "x", "a run that failed by its own code is not rerun"
+        assert study.submit(client, attempt, str(tmp_path / "died_once"), "die once").result(60) == 2, "rerun"
+        died_twice = study.submit(client, attempt, str(tmp_path / "died_twice"), "die")
+        wait(died_twice, timeout=60)
+        assert type(died_twice.exception()).__name__ == "KilledWorker"
+        assert (tmp_path / "died_twice").read_text() == "xx", "rerun once (allowed-failures 1), then named"
+    finally:
+        client.close()
+        cluster.close()
