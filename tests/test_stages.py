@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = sorted(p.stem for p in (ROOT / "stages").glob("*.py") if p.stem not in ("__init__", "common"))
 
 
-def run_stage(cwd: Path, *args: str, user: list[str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def run_stage(cwd: Path, *args: str, user: list[str] | None = None, **extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
     return subprocess.run(
         [*(user or []), sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True
     )
@@ -58,9 +58,11 @@ def _params(tmp_path: Path, edit=None, **train) -> None:
 
 
 def _workspace(tmp_path: Path, data_mirror: str, monkeypatch, **train) -> None:
-    """params.yaml for short runs on 256 images, and the data set downloaded."""
+    """params.yaml for short runs on 256 images, checked as `dvc repro` checks it first, and the data set
+    downloaded."""
     _params(tmp_path, lambda p: p["data"].update(train_subset=256), **train)
     monkeypatch.setenv("VAE_DATA_MIRROR", data_mirror)
+    assert run_stage(tmp_path, "stages.check").returncode == 0
     assert run_stage(tmp_path, "stages.download").returncode == 0
 
 
@@ -82,6 +84,8 @@ def test_cuda_on_a_machine_without_it_is_one_line(tmp_path, data_mirror):
     _params(tmp_path, device="cuda")
     env_mirror = {"VAE_DATA_MIRROR": data_mirror}
     os.environ.update(env_mirror)
+    # As on the distributed study's coordinator, which checks params but not its workers' devices.
+    assert run_stage(tmp_path, "stages.check", VAE_STUDY_COORDINATOR="1").returncode == 0
     assert run_stage(tmp_path, "stages.download").returncode == 0
     line = _one_line(run_stage(tmp_path, "stages.train", "study", "simple_mlp", "2", "0"))
     assert line == (
@@ -91,6 +95,7 @@ def test_cuda_on_a_machine_without_it_is_one_line(tmp_path, data_mirror):
 
 def test_a_missing_model_is_one_line_naming_the_stage_to_rerun(tmp_path):
     _params(tmp_path)
+    assert run_stage(tmp_path, "stages.check").returncode == 0
     line = _one_line(run_stage(tmp_path, "stages.evaluate", "study", "conv", "2", "1"))
     assert line == "evaluate: models/study-conv-2-1.pt does not exist; rerun `dvc repro train@study-conv-2-1`"
 
@@ -149,13 +154,14 @@ def test_check_refuses_a_recipe_name_that_cannot_name_a_stage(tmp_path):
 def test_a_restore_only_step_never_computes_a_run(tmp_path, monkeypatch, stage):
     """The study's assembly step: a run DVC could not restore stops at once, before any data is read."""
     _params(tmp_path)
+    assert run_stage(tmp_path, "stages.check").returncode == 0
     monkeypatch.setenv("VAE_RESTORE_ONLY", "1")
     line = _one_line(run_stage(tmp_path, f"stages.{stage}", "tuned", "conv", "2", "1"))
     assert line == (
         f"{stage}@tuned-conv-2-1: not found in DVC's run-cache, and this step only restores "
         "(VAE_RESTORE_ONLY is set): the study's workers compute runs; run the study command again"
     )
-    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # no data set, nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checks", "params.yaml"]  # no data set, nothing written
 
 
 FULL = (
