@@ -312,6 +312,17 @@ def test_workers_on_other_machines_are_refused_the_local_default_remote(tmp_path
     assert r.returncode == 1 and "cannot reach the remote" in r.stderr and not (proj / "dvc.lock").exists()
 
 
+def test_an_unreachable_scheduler_is_one_line_before_any_dvc_work(tmp_path, data_mirror):
+    proj, env = new_project(tmp_path, data_mirror)
+    sh(DVC, "remote", "add", "--local", "-d", "shared", str(tmp_path / "shared"), cwd=proj)
+    r = run_study(proj, env, "--scheduler", "tcp://127.0.0.1:1", "--insecure")
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert r.stderr == (
+        "study: --scheduler tcp://127.0.0.1:1: connection refused: no scheduler listens there; check the address and port\n"
+    )
+    assert not (proj / "dvc.lock").exists()
+
+
 def test_the_embedded_cluster_listens_on_loopback_only_and_its_workers_run_lean():
     client, cluster = study.connect(Namespace(scheduler=None, workers=2, dashboard=True, gpus_per_run=0))
     try:

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import engine_plan  # noqa: E402
 import engine_worker  # noqa: E402
 from engine_checkout import DEFAULT_REMOTE, hold_study_lock, in_checkout, make_snapshot, remote_url, say, to_compute  # noqa: E402
-from engine_cluster import check_options, connect  # noqa: E402
+from engine_cluster import check_options, connect, probe  # noqa: E402
 from engine_plan import estimate, plan, progress  # noqa: E402
 from engine_worker import Interrupted, run_task, stage_env, unpack, worker_repro  # noqa: E402
 
@@ -293,6 +293,8 @@ def study(args, params: dict, todo, env: dict) -> int:
             f"study: workers on other machines cannot reach the remote {remote} on this machine; add a shared one "
             "(`dvc remote add -d NAME URL`: ssh://, s3://, or a path on a shared file system)"
         )
+    if args.scheduler:
+        probe(args)  # a wrong address or certificate is found before any DVC work
     coordinator = {**env, "VAE_STUDY_COORDINATOR": "1"}
     failed_check = dvc(["repro", "--pull", "check", "download"], ROOT, coordinator)
     if failed_check or dvc(["push", "check", "download"], ROOT, env):
