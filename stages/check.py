@@ -41,6 +41,8 @@ def settings(params: dict, recipe: str, family: str) -> dict:
     """What train@RECIPE-FAMILY-Z-SEED reads, for every Z and SEED (the seed is in the run's name)."""
     train = train_config(params, recipe, family, seed=0)
     del train["seed"]
+    if train["objective"] != "iwae":  # K means nothing to the ELBO: sweeping it must not rerun ELBO runs
+        del train["iw_train_samples"]
     return {
         "data": {k: params["data"][k] for k in ("dataset", "train_subset")},
         "eval": {k: params["eval"][k] for k in ("seed", "batch_size")},

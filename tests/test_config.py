@@ -225,9 +225,22 @@ def test_train_reads_what_check_resolved_for_it(tmp_path):
         "data": {"dataset": BASE["data"]["dataset"], "train_subset": BASE["data"]["train_subset"]},
         "eval": {"seed": BASE["eval"]["seed"], "batch_size": BASE["eval"]["batch_size"]},
         "model": BASE["models"]["conv"],
-        "train": {k: v for k, v in sorted(train_config(BASE, "tuned", "conv", 0).items()) if k != "seed"},
+        "train": {
+            k: v
+            for k, v in sorted(train_config(BASE, "tuned", "conv", 0).items())
+            if k not in ("seed", "iw_train_samples")
+        },
     }
     assert s["train"]["lr"] == 0.003  # tuned's per-family override
+    # train.iw_train_samples (the IWAE's K) is left out of an ELBO run's settings: sweeping K reruns IWAE runs alone.
+    p = YAML().load((tmp_path / "params.yaml").read_text())
+    p["train"]["iw_train_samples"] = 7
+    p["recipe"]["iw"] = {"objective": "iwae", "binarize": "dynamic"}
+    p["recipes"].append("iw")
+    YAML().dump(p, (tmp_path / "params.yaml").open("w"))
+    assert stage(tmp_path, "stages.check").returncode == 0
+    assert json.loads((tmp_path / "checks" / "settings" / "tuned-conv.json").read_text()) == s
+    assert json.loads((tmp_path / "checks" / "settings" / "iw-conv.json").read_text())["train"]["iw_train_samples"] == 7
     (tmp_path / "checks" / "settings" / "tuned-conv.json").unlink()
     r = stage(tmp_path, "stages.train", "tuned", "conv", "2", "0")
     assert r.stderr.strip() == (
