@@ -5,6 +5,7 @@
 #   make plots    the plots page (dvc plots show, offline)
 #   make lint     ruff (lint and format check) and mypy, as CI and the pre-commit hook run them
 #   make clean    scratch: demo/, logs/, checkpoints/, dvc_plots/
+#   make lock     refresh requirements.lock (every package, with hashes) from requirements.txt
 # A data mirror for offline machines: VAE_DATA_MIRROR=/path/to/datasets make study
 SHELL := /bin/bash
 PYTHON ?= python3
