@@ -61,7 +61,9 @@ def differences(settings: dict, params: dict, run: str) -> dict:
     """Where a pilot's train settings differ from what params.yaml now gives its run."""
     recipe, family = run.split("-")[:2]
     base = train_config(params, recipe, family, 0) if recipe in params["recipe"] else {**params["train"], "seed": 0}
-    return {k: v for k, v in settings.items() if k != "device" and base.get(k) != v}
+    # The IWAE's K means nothing to an ELBO run (whose settings leave it out: stages/check.py).
+    unused = {"device"} | ({"iw_train_samples"} if settings.get("objective", "elbo") == "elbo" else set())
+    return {k: v for k, v in settings.items() if k not in unused and base.get(k) != v}
 
 
 @torch.no_grad()
