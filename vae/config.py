@@ -132,9 +132,10 @@ class Params(BaseModel):
 
 def family_schema(name: str) -> type[BaseModel]:
     """models.NAME's schema: the keyword arguments of the family's build function, with their types."""
-    hints = get_type_hints(load_all()[name].build)
+    family = load_all()[name]
+    hints = get_type_hints(family.build)
     fields = {}
-    for key in load_all()[name].params:
+    for key in family.params:
         kind = Count if hints.get(key, int) is int else Counts
         fields[key] = (kind, ...)
     return create_model(f"models.{name}", __config__=STRICT, **fields)  # type: ignore[call-overload]
@@ -179,13 +180,20 @@ def validate_train(train: dict, prefix: str = "") -> None:
     """A run's full `train` settings, its seed aside (benchmarks/pilot.py's, say); errors name keys as `PREFIX.KEY`."""
     settings = {k: v for k, v in train.items() if k != "seed"}
     _schema(Train, settings, tuple(prefix.split(".")) if prefix else ())
-    if settings["objective"] == "iwae":
-        for key in ("kl_warmup_epochs", "free_bits"):
-            if settings[key] != 0:
-                raise ParamsError(
-                    f"'{prefix + '.' if prefix else ''}{key}' is {settings[key]!r}, but the objective is iwae, whose "
-                    "bound has no KL term for it to act on: set it to 0 (warm-up and free bits are ELBO settings)"
-                )
+    key = elbo_only_setting(settings)
+    if key:
+        raise ParamsError(
+            f"'{prefix + '.' if prefix else ''}{key}' is {settings[key]!r}, but the objective is iwae, whose "
+            "bound has no KL term for it to act on: set it to 0 (warm-up and free bits are ELBO settings)"
+        )
+
+
+def elbo_only_setting(train: dict) -> str | None:
+    """The first of KL warm-up and free bits that an IWAE run sets: they act on the ELBO's KL term, which the
+    IWAE bound has none of, so a run asking for them would silently go without."""
+    if train["objective"] != "iwae":
+        return None
+    return next((k for k in ("kl_warmup_epochs", "free_bits") if train[k] != 0), None)
 
 
 def _names_and_matrix(params: dict) -> None:
@@ -212,20 +220,17 @@ def _names_and_matrix(params: dict) -> None:
 
 
 def _objectives(params: dict) -> None:
-    """The IWAE bound has no KL term of its own: KL warm-up and free bits, which act on that term, cannot
-    apply to it, and a run that asked for them would silently go without."""
+    """No recipe, nor a family's override in one, asks an IWAE run for an ELBO-only setting (elbo_only_setting)."""
     for name, over in params["recipe"].items():
         for fam in [None, *((over or {}).get("families") or {})]:
             train = train_config(params, name, fam or "", 0)
-            if train["objective"] != "iwae":
-                continue
-            for key, off in (("kl_warmup_epochs", 0), ("free_bits", 0)):
-                if train[key] != off:
-                    raise ParamsError(
-                        f"'{setting_key(params, name, fam, key)}' is {train[key]!r}, but the objective of "
-                        f"{'recipe ' + name + (' for ' + fam if fam else '')} is iwae, whose bound has no KL term "
-                        f"for it to act on: set it to {off} (warm-up and free bits are ELBO settings)"
-                    )
+            key = elbo_only_setting(train)
+            if key:
+                raise ParamsError(
+                    f"'{setting_key(params, name, fam, key)}' is {train[key]!r}, but the objective of "
+                    f"{'recipe ' + name + (' for ' + fam if fam else '')} is iwae, whose bound has no KL term "
+                    "for it to act on: set it to 0 (warm-up and free bits are ELBO settings)"
+                )
 
 
 def setting_key(params: dict, recipe: str, family: str | None, key: str) -> str:

@@ -78,7 +78,7 @@ def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
         m, d = json.loads(paths.metrics(run).read_text()), json.loads(paths.details(run).read_text())
         last = d.get("study_last_batch") or dict.fromkeys(TERMS, math.nan)  # MNIST's grey-level runs only
         extra = {c: math.nan if m.get(c) is None else m[c] for c in BINARIZED_METRICS}  # binarized runs only
-        history = pd.read_csv(paths.history(run))
+        why = divergence(pd.read_csv(paths.history(run)).to_dict("records"))
         rows.append(
             {
                 "run": run,
@@ -93,8 +93,8 @@ def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
                 # Scored on the fixed binarization of the test set (train.binarize: dynamic), not on grey levels.
                 "binarized": d.get("binarize", "none") != "none",
                 "collapsed": m["collapsed"],
-                "diverged": diverged(history),
-                "divergence": divergence(history.to_dict("records")) or "",
+                "diverged": why is not None,
+                "divergence": why or "",
                 "collapse_reasons": "; ".join(d["collapse_reasons"]),
                 "parameters": d["parameters"],
                 **{f"last_{t}": last[t] for t in TERMS},
