@@ -21,6 +21,7 @@ from stages.common import parse_args, stage_main
 from vae import paths
 from vae.atomic import write_text
 from vae.config import load_params, setting_key, train_config
+from vae.params import pairs
 from vae.training import DeviceError, resolve_device
 
 
@@ -31,9 +32,8 @@ def main() -> None:
     # GPUs; a worker without the device fails its run in its own scratch workspace.
     if not os.environ.get("VAE_STUDY_COORDINATOR"):
         check_devices(params)
-    for recipe in params["recipes"]:
-        for family in params["families"]:
-            write_text(paths.settings(recipe, family), json.dumps(settings(params, recipe, family), indent=2) + "\n")
+    for recipe, family in pairs(params):
+        write_text(paths.settings(recipe, family), json.dumps(settings(params, recipe, family), indent=2) + "\n")
     write_text(paths.CHECKED, "params.yaml is valid\n")
 
 
@@ -53,14 +53,11 @@ def settings(params: dict, recipe: str, family: str) -> dict:
 
 def check_devices(params: dict) -> None:
     """Every run's device is available here; the error names the key that set it."""
-    for recipe in params["recipes"]:
-        for family in params["families"]:
-            try:
-                resolve_device(train_config(params, recipe, family, seed=0)["device"])
-            except DeviceError as e:
-                raise DeviceError(
-                    str(e).replace("train.device", setting_key(params, recipe, family, "device"))
-                ) from None
+    for recipe, family in pairs(params):
+        try:
+            resolve_device(train_config(params, recipe, family, seed=0)["device"])
+        except DeviceError as e:
+            raise DeviceError(str(e).replace("train.device", setting_key(params, recipe, family, "device"))) from None
 
 
 if __name__ == "__main__":

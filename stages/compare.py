@@ -1,7 +1,7 @@
 """Stage compare: aggregate every run's metrics into the comparison table and curves."""
 
 from stages.common import checked_params, parse_args, stage_main
-from vae import paths, report
+from vae import cells, comparison, paths
 from vae.params import runs
 
 
@@ -9,9 +9,10 @@ def main() -> None:
     parse_args(__doc__)
     params = checked_params()
     run_list = runs(params)  # from params, not a glob: stale files of dropped runs stay ignored
-    report.write_comparison(
-        report.load_runs(run_list),
-        report.load_curves(run_list),
+    loaded = cells.load_runs(run_list)
+    comparison.write_comparison(
+        loaded,
+        comparison.load_curves(run_list, loaded),
         params["data"]["dataset"],
         json_path=paths.METRICS / "comparison.json",
         cells_dir=paths.METRICS / "cells",

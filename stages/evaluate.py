@@ -71,6 +71,8 @@ def main() -> None:
         "z": args.z,
         "seed": args.seed,
         "kl_per_dim": report["kl_per_dim"],
+        # MI's Monte Carlo noise (one z per image): a collapsed run's estimate scatters around 0 by about this.
+        "mutual_info_se": round(report["mutual_info_se"], 4),
         "collapse_reasons": report["collapse_reasons"],
         "parameters": state["parameters"],
         "epochs": state["epochs"],
@@ -82,6 +84,8 @@ def main() -> None:
         "eval_seed": ev["seed"],
         "diverged": diverged,
     }
+    if "objective" in state:  # an IWAE run (an ELBO run's model file says nothing, as it always did)
+        details.update(objective=state["objective"], iw_train_samples=state["iw_train_samples"])
     if binarized:
         details["binarize"] = binarize
         details["targets"] = (

@@ -74,6 +74,8 @@ def main() -> None:
     extra: dict[str, int | str] = {"epochs": len(history), "parameters": count_parameters(model)}
     if settings["binarize"] != "none":  # only then: a grey-level run writes the same bytes as ever
         extra["binarize"] = settings["binarize"]
+    if settings["objective"] != "elbo":  # only then, as binarize: what the evaluation's table ranks it by
+        extra.update(objective=settings["objective"], iw_train_samples=settings["iw_train_samples"])
     if blew_up(history):  # only then: a run that did not diverge writes the same bytes as ever
         epoch = history[-1]["epoch"]
         kept = f"the model of epoch {epoch - 1}" if epoch > 1 else "the initial weights"

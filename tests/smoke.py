@@ -24,12 +24,22 @@ SMOKE = {
     "eval.iw_images": 200,
     "eval.nll_images": 200,
     "seeds": [0, 1],
+    # No subset recipe unless a test asks for one (the smoke matrix does).
+    "subset_recipes": [],
 }
 # The end-to-end matrix: a grey-level and the binarized recipe (`tuned` is `binarized` without the
 # binarization), the simplest and the most complex family (the other two differ only in the model
-# registry, which the unit tests cover), z=2: 8 runs. (z=1's stages, its 1-D manifold among them, run
-# end to end in test_pipeline's Fashion-MNIST test.)
-MATRIX = {**SMOKE, "recipes": ["study", "binarized"], "families": ["simple_mlp", "residual"], "latent_dims": [2]}
+# registry, which the unit tests cover), z=2: 8 runs; and the subset recipe `iwae` on the simple MLP (its own
+# stage group, train_subset@...): 2 more. (z=1's stages, its 1-D manifold among them, run end to end in
+# test_pipeline's Fashion-MNIST test.)
+MATRIX = {
+    **SMOKE,
+    "recipes": ["study", "binarized"],
+    "families": ["simple_mlp", "residual"],
+    "subset_recipes": ["iwae"],
+    "subset_families": ["simple_mlp"],
+    "latent_dims": [2],
+}
 
 
 def sh(*cmd, cwd, env=None):

@@ -153,9 +153,39 @@ def test_a_recipe_overrides_train_and_the_study_overrides_nothing():
     assert {k for k in conv if conv[k] != BASE["train"].get(k)} == {"lr", "free_bits", "seed"} and conv["lr"] == 1e-3
     assert (mlp["lr"], mlp["epochs"], mlp["free_bits"], mlp["seed"]) == (3e-3, 7, 0.5, 1)
     assert runs(BASE)[0] == ("study", BASE["families"][0], BASE["latent_dims"][0], BASE["seeds"][0])
-    assert len(runs(BASE)) == (
-        len(BASE["recipes"]) * len(BASE["families"]) * len(BASE["latent_dims"]) * len(BASE["seeds"])
-    )
+    per_cell = len(BASE["latent_dims"]) * len(BASE["seeds"])
+    full = len(BASE["recipes"]) * len(BASE["families"]) * per_cell
+    subset = len(BASE["subset_recipes"]) * len(BASE["subset_families"]) * per_cell
+    assert subset and len(runs(BASE)) == full + subset
+    # The subset recipes' runs come after the full matrix's, on their families alone, as dvc.yaml lists them.
+    assert {(r, f) for r, f, _, _ in runs(BASE)[full:]} == {
+        (r, f) for r in BASE["subset_recipes"] for f in BASE["subset_families"]
+    }
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"subset_recipes": ["binarized"]}, "recipe 'binarized' is in both 'recipes' and 'subset_recipes'"),
+        ({"subset_recipes": ["nope"]}, "'subset_recipes' lists 'nope' but 'recipe.nope' is not defined"),
+        ({"subset_recipes": ["iwae", "iwae"]}, "'subset_recipes' lists a recipe twice"),
+        ({"subset_families": []}, "'subset_families' is empty: name the families they run on"),
+        (
+            {"subset_families": ["deep_mpl"]},
+            "'subset_families' has unknown family 'deep_mpl' (did you mean 'deep_mlp'?)",
+        ),
+        ({"subset_families": ["conv", "conv"]}, "'subset_families' lists a family twice"),
+    ],
+)
+def test_bad_subset_recipes_are_refused_with_the_key(change, message):
+    p = {**copy.deepcopy(BASE), **change}
+    with pytest.raises(ParamsError) as e:
+        validate(p)
+    assert message in str(e.value)
+
+
+def test_no_subset_recipe_is_a_valid_study():
+    validate({**copy.deepcopy(BASE), "subset_recipes": [], "subset_families": []})
 
 
 def test_the_binarized_recipe_is_the_tuned_one_on_binarized_images():
@@ -165,7 +195,7 @@ def test_the_binarized_recipe_is_the_tuned_one_on_binarized_images():
             tuned = train_config(BASE, "tuned", family, seed)
             assert train_config(BASE, "binarized", family, seed) == {**tuned, "binarize": "dynamic"}
             assert tuned["binarize"] == "none" and train_config(BASE, "study", family, seed)["binarize"] == "none"
-    assert BASE["recipes"] == ["study", "tuned", "binarized"] and len(runs(BASE)) == 90
+    assert BASE["recipes"] == ["study", "tuned", "binarized"] and len(runs(BASE)) == 90 + 12  # and iwae on 2 MLPs
 
 
 def test_yaml_1_2_reads_exponent_floats(tmp_path):
@@ -241,6 +271,10 @@ def test_train_reads_what_check_resolved_for_it(tmp_path):
     assert stage(tmp_path, "stages.check").returncode == 0
     assert json.loads((tmp_path / "checks" / "settings" / "tuned-conv.json").read_text()) == s
     assert json.loads((tmp_path / "checks" / "settings" / "iw-conv.json").read_text())["train"]["iw_train_samples"] == 7
+    # A subset recipe's settings are written for its subset families alone (the runs it has).
+    settings = tmp_path / "checks" / "settings"
+    assert json.loads((settings / "iwae-deep_mlp.json").read_text())["train"]["iw_train_samples"] == 7
+    assert {f.name for f in settings.glob("iwae-*")} == {f"iwae-{f}.json" for f in BASE["subset_families"]}
     (tmp_path / "checks" / "settings" / "tuned-conv.json").unlink()
     r = stage(tmp_path, "stages.train", "tuned", "conv", "2", "0")
     assert r.stderr.strip() == (

@@ -15,6 +15,7 @@ from vae.evaluation import (
     iw_estimates,
     mean_kl_per_dimension,
     mutual_information,
+    mutual_information_se,
     posterior_stats,
 )
 from vae.losses import evaluate, reconstruction_nll
@@ -278,6 +279,21 @@ def test_mutual_information_is_between_zero_and_log_n(trained):
     # No information: every posterior is N(0, 1), whatever x is.
     zero = mutual_information(torch.zeros(400, 2), torch.zeros(400, 2), torch.Generator().manual_seed(0))
     assert abs(zero) < 0.05
+
+
+def test_a_collapsed_runs_negative_mi_is_monte_carlo_noise_within_its_standard_error():
+    """Posteriors that all equal the prior carry no information: the estimate scatters around 0 by its SE
+    (analytically sqrt(d / 2 / N): each image's term is (z^2 - 1) d / 2 for z ~ N(0, 1)), below 0 for
+    some draws; it is the value `mutual_information` gives, with the noise it comes with."""
+    n, d = 1000, 2
+    draws = [
+        mutual_information_se(torch.zeros(n, d), torch.zeros(n, d), torch.Generator().manual_seed(s)) for s in range(12)
+    ]
+    assert any(mi < 0 for mi, _ in draws) and any(mi > 0 for mi, _ in draws)
+    for seed, (mi, se) in enumerate(draws):
+        assert se == pytest.approx(math.sqrt(d / 2 / n), rel=0.25)
+        assert abs(mi) < 4 * se
+        assert mi == mutual_information(torch.zeros(n, d), torch.zeros(n, d), torch.Generator().manual_seed(seed))
 
 
 def test_mutual_information_mixes_every_posterior_not_a_minibatch():

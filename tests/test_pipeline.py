@@ -12,9 +12,11 @@ import pytest
 
 from tests.smoke import DVC, MATRIX, ROOT, SMOKE, make_project, outs, set_params, sh
 from vae.config import cell_name, load_params, run_name, runs
+from vae.params import pairs, stage
 
 PARAMS = load_params(ROOT / "params.yaml")
-SMOKE_PARAMS = {**PARAMS, **{k: MATRIX[k] for k in ("recipes", "families", "latent_dims", "seeds")}}
+MATRIX_KEYS = ("recipes", "families", "subset_recipes", "subset_families", "latent_dims", "seeds")
+SMOKE_PARAMS = {**PARAMS, **{k: MATRIX[k] for k in MATRIX_KEYS}}
 RUNS = [run_name(*r) for r in runs(SMOKE_PARAMS)]
 CELLS = list(dict.fromkeys(cell_name(*r[:3]) for r in runs(SMOKE_PARAMS)))
 
@@ -25,21 +27,33 @@ def project(smoke_study):
     return proj, env, out
 
 
-def test_the_matrix_is_90_runs_in_dvc_yaml_order():
+def test_the_matrix_is_102_runs_in_dvc_yaml_order():
     every = [run_name(*r) for r in runs(PARAMS)]
-    assert len(every) == 90 and every[0] == "study-simple_mlp-1-0" and every[-1] == "binarized-davidson_mlp-2-2"
+    assert len(every) == 90 + 12 and every[0] == "study-simple_mlp-1-0" and every[89] == "binarized-davidson_mlp-2-2"
+    assert every[-1] == "iwae-davidson_mlp-2-2"
 
 
 def test_stage_list_is_the_whole_matrix(project):
+    """Every run's stages, the subset recipe's in their own group after the full matrix's."""
     proj, env, _ = project
     names = [line.split()[0] for line in sh(DVC, "stage", "list", cwd=proj, env=env).splitlines()]
+    subset = [r for r in runs(SMOKE_PARAMS) if r[0] in MATRIX["subset_recipes"]]
+    assert subset
+    full = [r for r in runs(SMOKE_PARAMS) if r not in subset]
+    cells = lambda rs: list(dict.fromkeys(r[:3] for r in rs))  # noqa: E731
     assert names == [
         "check",
         "download",
-        *[f"{s}@{r}" for s in ("train", "evaluate") for r in RUNS],
-        *[f"plot@{c}" for c in CELLS],
+        *[
+            stage(SMOKE_PARAMS, s, r[0], run_name(*r))
+            for s in ("train", "evaluate")
+            for rs in (full, subset)
+            for r in rs
+        ],
+        *[stage(SMOKE_PARAMS, "plot", c[0], cell_name(*c)) for rs in (full, subset) for c in cells(rs)],
         "compare",
     ]
+    assert "train_subset@iwae-simple_mlp-2-0" in names and "plot_subset@iwae-simple_mlp-2" in names
 
 
 def test_every_run_has_finite_positive_metrics(project):
@@ -59,7 +73,7 @@ def test_every_run_has_finite_positive_metrics(project):
         assert math.isfinite(m["iw_bound"]) and m["iw_bound"] > 0 and d["iw_samples"] == 20 and d["iw_images"] == 200
         assert 0 <= m["active_units"] <= d["z"] and len(d["kl_per_dim"]) == d["z"]
         assert m["mutual_info"] > -0.1 and m["collapsed"] == bool(d["collapse_reasons"])
-        if f.stem.startswith("binarized-"):  # scored on the fixed test binarization, in no study units
+        if f.stem.startswith(("binarized-", "iwae-")):  # scored on the fixed test binarization, in no study units
             assert d["binarize"] == "dynamic" and m["iw_bound_se"] > 0 and "study_last_batch" not in d
         else:
             assert d["study_last_batch"]["images"] == 16
@@ -73,13 +87,14 @@ def test_comparison_aggregates_seeds_per_cell_with_a_table_per_recipe(project):
     assert set(csv.columns) >= {"total", "total_std"}
     md = (proj / "metrics" / "comparison.md").read_text()
     assert "nats per image" in md and "IW bound" in md and "## Next to the study's table" in md and " ± " in md
-    per_recipe = len(SMOKE_PARAMS["families"]) * len(SMOKE_PARAMS["latent_dims"])
-    for recipe in SMOKE_PARAMS["recipes"]:
+    recipes = dict.fromkeys(r for r, _ in pairs(SMOKE_PARAMS))
+    per_recipe = {r: sum(q == r for q, _ in pairs(SMOKE_PARAMS)) * len(SMOKE_PARAMS["latent_dims"]) for r in recipes}
+    for recipe in recipes:
         section = md.split(f"## Recipe `{recipe}`")[1].split("## ")[0]
-        assert len([line for line in section.splitlines() if line.startswith("|")]) == 2 + per_recipe
+        assert len([line for line in section.splitlines() if line.startswith("|")]) == 2 + per_recipe[recipe]
     assert (proj / "plots" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     comparison = json.loads((proj / "metrics" / "comparison.json").read_text())
-    assert list(comparison) == SMOKE_PARAMS["recipes"] and all(len(v) == per_recipe for v in comparison.values())
+    assert list(comparison) == [*recipes] and all(len(v) == per_recipe[r] for r, v in comparison.items())
     cell = comparison["binarized"]["residual-2"]["total"]
     runs = [
         json.loads((proj / "metrics" / "runs" / f"binarized-residual-2-{s}.json").read_text())["total"] for s in (0, 1)

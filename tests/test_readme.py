@@ -169,7 +169,7 @@ def test_what_the_comparison_shows_quotes_committed_numbers():
     assert quoted, "no mean ± std in the section"
     for mean, std in quoted:
         assert any(shows(mean, m) and shows(std, s) for m, s in pairs if s is not None), f"{mean} ± {std}"
-    from vae.report import PUBLISHED  # a published likelihood may stand beside ours
+    from vae.cells import PUBLISHED  # a published likelihood may stand beside ours
 
     values += [v for figures in PUBLISHED.values() for v in figures.values()]
     lone = re.sub(r"\d+\.\d\d ±\s+\d+\.\d\d", "", text)
@@ -280,7 +280,7 @@ def check_verdicts(root: Path) -> int:
     """The README states every verdict the comparison draws against a published likelihood (metrics/
     comparison.md's "- Against the ..." lines, word for word), and every published figure it quotes is the
     one compare uses. Returns the verdicts checked."""
-    from vae.report import PUBLISHED
+    from vae.cells import PUBLISHED
 
     verdicts = re.findall(r"^- (Against the .*)$", (root / "metrics" / "comparison.md").read_text(), re.M)
     readme = flat((root / "README.md").read_text())

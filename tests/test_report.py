@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vae import paths, report
+from vae import cells as stats
+from vae import comparison, paths, report
 from vae.errors import StageError
 from vae.metrics import METRICS
 from vae.params import run_name
@@ -84,14 +85,14 @@ def _runs(tmp_path, monkeypatch, values: dict[str, list[tuple]]) -> pd.DataFrame
         for seed, v in enumerate(per_seed):
             _write_run(run_name(recipe, family, int(z), seed), *v)
             run_list.append((recipe, family, int(z), seed))
-    return report.load_runs(run_list), run_list
+    return stats.load_runs(run_list), run_list
 
 
 def write_all(runs, run_list, tmp_path: Path) -> None:
     """compare's outputs, each under tmp_path: c.json, cells/, c.csv, curves.csv, c.md, c.png."""
-    report.write_comparison(
+    comparison.write_comparison(
         runs,
-        report.load_curves(run_list),
+        comparison.load_curves(run_list, runs),
         "mnist",
         json_path=tmp_path / "c.json",
         cells_dir=tmp_path / "cells",
@@ -103,10 +104,49 @@ def write_all(runs, run_list, tmp_path: Path) -> None:
 
 
 def test_a_cell_is_the_mean_sample_std_min_and_max_over_its_seeds(tmp_path, monkeypatch):
-    runs, _ = _runs(tmp_path, monkeypatch, {"study-conv-2": [(140, 130, 10), (142, 131, 11), (147, 136, 11, True)]})
-    cell = report.aggregate(runs).iloc[0]
+    runs, _ = _runs(tmp_path, monkeypatch, {"study-conv-2": [(140, 130, 10), (142, 131, 11), (147, 136, 12)]})
+    cell = stats.aggregate(runs).iloc[0]
     assert cell["total"] == pytest.approx(143.0) and cell["total_std"] == pytest.approx(3.605551, rel=1e-6)
-    assert (cell["total_min"], cell["total_max"], cell["seeds"], cell["collapsed"]) == (140, 147, 3, 1)
+    assert (cell["total_min"], cell["total_max"], cell["seeds"], cell["in_mean"], cell["collapsed"]) == (
+        140,
+        147,
+        3,
+        3,
+        0,
+    )
+
+
+def test_a_collapsed_seed_is_left_out_of_its_cells_figures_and_counted(tmp_path, monkeypatch):
+    """The binarized conv z=1 of 8f41608: a collapsed seed (206.40) and two healthy ones read "172.69 ± 29.20",
+    a mean of two regimes; the cell shows its healthy seeds, with the count. A cell whose every seed collapsed
+    (the study's deep MLP at z=1) shows them all: collapse is what it does."""
+    runs, run_list = _runs(
+        tmp_path,
+        monkeypatch,
+        {
+            "binarized-conv-1": [(206.40, 206.0, 0.4, True), (155.9, 150.0, 5.9), (155.8, 150.0, 5.8)],
+            "binarized-simple_mlp-1": [(160.0, 155.0, 5.0), (161.0, 156.0, 5.0), (162.0, 157.0, 5.0)],
+            "study-deep_mlp-1": [(206.0, 206.0, 0.0, True), (206.2, 206.2, 0.0, True), (206.4, 206.4, 0.0, True)],
+        },
+    )
+    cells = stats.aggregate(runs).set_index("cell")
+    conv = cells.loc["binarized-conv-1"]
+    assert conv["total"] == pytest.approx(155.85) and conv["total_max"] == 155.9 and conv["in_mean"] == 2
+    assert conv["collapsed"] == 1 and conv["seeds"] == 3
+    deep = cells.loc["study-deep_mlp-1"]
+    assert deep["total"] == pytest.approx(206.2) and deep["in_mean"] == 3 and deep["collapsed"] == 3
+    write_all(runs, run_list, tmp_path)
+    md = re.sub(r" +", " ", (tmp_path / "c.md").read_text())
+    assert "| conv | 1 | 155.85 ± 0.07 (2/3 seeds) |" in md and "| ⚠ 1/3: seed 0, 0/1 active units |" in md
+    assert "| deep_mlp | 1 | 206.20 ± 0.20 |" in md  # all three, no count: every seed is in the mean
+    assert json.loads((tmp_path / "c.json").read_text())["binarized"]["conv-1"]["seeds_in_mean"] == [1, 2]
+    metric = json.loads((tmp_path / "cells" / "binarized-conv-1.json").read_text())
+    assert metric["total"] == pytest.approx(155.85) and (metric["seeds_in_mean"], metric["collapsed"]) == (2, 1)
+    # The bars and the curves show the same seeds, and say which were left out.
+    label = "binarized-conv-1 (2/3 seeds; left out: 1 collapsed)"
+    assert pd.read_csv(tmp_path / "c.csv").set_index("run").loc[label, "total"] == pytest.approx(155.85)
+    curves = pd.read_csv(tmp_path / "curves.csv")
+    assert curves[curves["run"] == label]["test_total"].tolist() == pytest.approx([165.85, 155.85])
 
 
 def _cells(rows: list[tuple]) -> pd.DataFrame:
@@ -121,11 +161,11 @@ def _cells(rows: list[tuple]) -> pd.DataFrame:
 
 def test_bold_only_where_the_best_mean_clears_the_noise():
     clear = _cells([("a", 2, 140.0, 0.4, 0), ("b", 2, 142.0, 0.5, 0), ("c", 2, 150.0, 1.0, 0)])
-    assert report.rank(clear, "total", "min") == ["best", "", ""]
+    assert stats.rank(clear, "total", "min") == ["best", "", ""]
     # 140 ± 1.5 overlaps 142 ± 0.6: a tie, marked on both; 150 stays out.
     noisy = _cells([("a", 2, 140.0, 1.5, 0), ("b", 2, 142.0, 0.6, 0), ("c", 2, 150.0, 1.0, 0)])
-    assert report.rank(noisy, "total", "min") == ["tie", "tie", ""]
-    assert report.rank(noisy, "total", "max") == ["", "", "best"]
+    assert stats.rank(noisy, "total", "min") == ["tie", "tie", ""]
+    assert stats.rank(noisy, "total", "max") == ["", "", "best"]
 
 
 def test_collapsed_cells_are_never_marked_and_each_latent_size_is_ranked_alone():
@@ -139,13 +179,13 @@ def test_collapsed_cells_are_never_marked_and_each_latent_size_is_ranked_alone()
             ("b", 2, 139.0, 0.1, 0),
         ]
     )
-    assert report.rank(cells, "total", "max") == ["", "", "", "best", "best", ""]
-    assert report.rank(cells, "total", "min") == ["", "best", "", "", "", "best"]
+    assert stats.rank(cells, "total", "max") == ["", "", "", "best", "best", ""]
+    assert stats.rank(cells, "total", "min") == ["", "best", "", "", "", "best"]
     # With one healthy cell left there is no contest.
-    assert report.rank(cells.iloc[:3], "total", "min") == ["", "", ""]
+    assert stats.rank(cells.iloc[:3], "total", "min") == ["", "", ""]
     # A single seed has no spread: its interval is its mean.
     single = _cells([("a", 2, 140.0, math.nan, 0), ("b", 2, 140.5, math.nan, 0)])
-    assert report.rank(single, "total", "min") == ["best", ""]
+    assert stats.rank(single, "total", "min") == ["best", ""]
 
 
 def test_a_seed_whose_training_loss_blew_up_is_counted_as_diverged_and_its_cell_never_marked(tmp_path, monkeypatch):
@@ -166,20 +206,20 @@ def test_a_seed_whose_training_loss_blew_up_is_counted_as_diverged_and_its_cell_
     )
     # Rising to 300 is no blow-up, nor is an untrained model's first epoch (543 nats for p = 0.5 everywhere).
     assert runs["diverged"].tolist() == [True, False, True] + [False] * 6
-    cells = report.aggregate(runs)
+    cells = stats.aggregate(runs)
     assert cells["diverged"].tolist() == [2, 0, 0] and cells["collapsed"].tolist() == [0, 0, 0]
     # Unflagged, the residual would be best by "max" and overlap both others by "min".
-    assert report.rank(cells, "total", "max") == ["", "", "best"]
+    assert stats.rank(cells, "total", "max") == ["", "", "best"]
     write_all(runs, run_list, tmp_path)
     md = re.sub(r" +", " ", (tmp_path / "c.md").read_text())
     assert "⚠ 2/3: seed 0, training −ELBO 1.46e+20 in the last epoch, 170.4 at best |" in md
-    assert "| residual | 1 | 1e+29 ± 1.73e+29 |" in md  # not 30 digits
+    assert "| residual | 1 | 175.00 (1/3 seeds) |" in md  # the diverged seeds' 1e29 in no mean
     assert "⚠ diverged k/n" in md and "| conv | 1 | **165.00 ± 1.00** |" in md  # the residual takes no part
     assert json.loads((tmp_path / "cells" / "study-residual-1.json").read_text())["diverged"] == 2
     assert json.loads((tmp_path / "c.json").read_text())["study"]["conv-1"]["diverged"] == 0
     assert pd.read_csv(tmp_path / "c.csv")["diverged"].tolist() == [2, 0, 0]
     # The charts leave diverged seeds out (their 1e29 would flatten every other line) and say so in the label.
-    label = "study-residual-1 (2/3 diverged, not drawn)"
+    label = "study-residual-1 (1/3 seeds; left out: 2 diverged)"
     bars = pd.read_csv(tmp_path / "c.csv").set_index("run")
     assert bars.loc[label, "total"] == 175 and bars.loc["study-conv-1", "total"] == 165
     curves = pd.read_csv(tmp_path / "curves.csv")
@@ -217,7 +257,7 @@ def test_only_columns_with_a_direction_are_ranked_and_the_legend_says_why_kl_is_
         monkeypatch,
         {"study-conv-2": [(140, 136, 4), (141, 137, 4)], "study-deep_mlp-2": [(150, 130, 20), (151, 131, 20)]},
     )
-    md = re.sub(r" +", " ", report.markdown(runs, report.aggregate(runs), "mnist"))
+    md = re.sub(r" +", " ", report.markdown(runs, stats.aggregate(runs), "mnist"))
     assert "| conv | 2 | **140.50 ± 0.71** | 136.50 ± 0.71 | 4.00 ± 0.00 |" in md
     assert "| deep_mlp | 2 | 150.50 ± 0.71 | **130.50 ± 0.71** | 20.00 ± 0.00 |" in md
     assert "Never bold: KL, as a lower KL is not a better model, only another point on the rate–distortion " in md
@@ -261,7 +301,7 @@ def test_the_comparison_files_from_runs_named_in_params(tmp_path, monkeypatch):
     assert pd.read_csv(tmp_path / "c.csv")["run"].tolist() == [
         "study-conv-1",
         "study-conv-2",
-        "study-deep_mlp-1",
+        "study-deep_mlp-1 (1/2 seeds; left out: 1 collapsed)",
         "study-deep_mlp-2",
     ]
     curves = pd.read_csv(tmp_path / "curves.csv")
@@ -271,16 +311,16 @@ def test_the_comparison_files_from_runs_named_in_params(tmp_path, monkeypatch):
 
 def test_two_recipes_side_by_side_and_no_study_table_beside_another_data_set(tmp_path, monkeypatch):
     runs, _ = _runs(tmp_path, monkeypatch, {"study-conv-2": [(150, 140, 10)], "tuned-conv-2": [(140, 131, 9)]})
-    md = re.sub(r" +", " ", report.markdown(runs, report.aggregate(runs), "mnist"))
+    md = re.sub(r" +", " ", report.markdown(runs, stats.aggregate(runs), "mnist"))
     assert "| conv | 2 | 150.00 | 140.00 | -10.00 |" in md and "Next to the study's table" in md
-    fashion = report.markdown(runs, report.aggregate(runs), "fashion_mnist")
+    fashion = report.markdown(runs, stats.aggregate(runs), "fashion_mnist")
     assert fashion.startswith("# VAE comparison on Fashion-MNIST") and "study's table" not in fashion
 
 
 def test_missing_run_metrics_names_the_stage(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StageError, match=r"dvc repro evaluate@study-conv-2-1"):
-        report.load_runs([("study", "conv", 2, 1)])
+        stats.load_runs([("study", "conv", 2, 1)])
 
 
 def test_binarized_runs_get_their_own_section_beside_the_published_figures(tmp_path, monkeypatch):
@@ -301,7 +341,7 @@ def test_binarized_runs_get_their_own_section_beside_the_published_figures(tmp_p
             bound = (v[3], 0.46) if recipe == "binarized" else None
             _write_run(run_name(recipe, family, int(z), seed), *v[:3], binarized=bound)
             run_list.append((recipe, family, int(z), seed))
-    runs = report.load_runs(run_list)
+    runs = stats.load_runs(run_list)
     assert runs["binarized"].tolist() == [False] * 4 + [True] * 8
     write_all(runs, run_list, tmp_path)
     md = re.sub(r" +", " ", (tmp_path / "c.md").read_text())
@@ -373,8 +413,8 @@ def test_verdicts_use_the_bound_at_the_published_k_and_both_sides_noise(tmp_path
         _write_run(run_name(recipe, family, z, seed), *v[:3], binarized=v[3:])
     # Beside a grey-level run, as in the study: the published K is a float column there (NaN for grey levels).
     _write_run("tuned-deep_mlp-2-0", 134.0, 127.0, 7.0)
-    runs = report.load_runs([("tuned", "deep_mlp", 2, 0), *run_list])
-    md = re.sub(r" +", " ", report.markdown(runs, report.aggregate(runs), "mnist"))
+    runs = stats.load_runs([("tuned", "deep_mlp", 2, 0), *run_list])
+    md = re.sub(r" +", " ", report.markdown(runs, stats.aggregate(runs), "mnist"))
     section = md[md.index("## Binarized MNIST beside published likelihoods") :]
     assert "both use K=500 importance samples per image (ours: the first 500 of our K=1000)" in section
     assert "| NLL upper bound (K=1000) | NLL upper bound (K=500) | SE over images | noise |" in section
@@ -384,24 +424,24 @@ def test_verdicts_use_the_bound_at_the_published_k_and_both_sides_noise(tmp_path
         "| level (-0.60 ± 0.96) |" in section
     )
     assert "level: `binarized` deep_mlp z=2 (-0.60 ± 0.96)" in section
-    cell = report.aggregate(runs).iloc[1][["iw_bound_lit", "iw_bound_lit_se"]].to_dict()
+    cell = stats.aggregate(runs).iloc[1][["iw_bound_lit", "iw_bound_lit_se"]].to_dict()
     assert cell == pytest.approx({"iw_bound_lit": 131.90, "iw_bound_lit_se": 0.46})
 
 
 def test_the_verdict_rule_counts_the_published_spread():
     # 0.70 below with our noise 0.62 alone would be ahead; with a published spread of 0.73 it is level.
-    assert report.verdict(131.80, math.hypot(0.62, 0.73), 132.50) == "level (-0.70 ± 0.96)"
-    assert report.verdict(131.80, 0.62, 132.50) == "ahead by 0.70 (± 0.62)"
-    assert report.verdict(134.00, 0.96, 132.50) == "behind by 1.50 (± 0.96)"
+    assert stats.verdict(131.80, math.hypot(0.62, 0.73), 132.50) == "level (-0.70 ± 0.96)"
+    assert stats.verdict(131.80, 0.62, 132.50) == "ahead by 0.70 (± 0.62)"
+    assert stats.verdict(134.00, 0.96, 132.50) == "behind by 1.50 (± 0.96)"
 
 
 def test_no_published_section_without_binarized_runs_or_beside_another_data_set(tmp_path, monkeypatch):
     runs, _ = _runs(tmp_path, monkeypatch, {"tuned-conv-2": [(140, 131, 9)]})
-    assert "beside published" not in report.markdown(runs, report.aggregate(runs), "mnist")
+    assert "beside published" not in report.markdown(runs, stats.aggregate(runs), "mnist")
     monkeypatch.chdir(tmp_path)
     _write_run("binarized-conv-2-0", 136, 129, 7, binarized=(134.0, 0.5))
-    runs = report.load_runs([("binarized", "conv", 2, 0)])
-    fashion = report.markdown(runs, report.aggregate(runs), "fashion_mnist")
+    runs = stats.load_runs([("binarized", "conv", 2, 0)])
+    fashion = report.markdown(runs, stats.aggregate(runs), "fashion_mnist")
     assert "## Recipe `binarized`" in fashion and "beside published" not in fashion
 
 
@@ -414,7 +454,7 @@ def test_diagnostics_are_never_bold(tmp_path, monkeypatch):
         {"study-conv-2": [(140, 136, 4), (141, 137, 4)], "study-deep_mlp-2": [(150, 130, 20), (151, 131, 20)]},
     )
     runs.loc[runs["family"] == "conv", ["elbo_gap", "mutual_info"]] = [0.5, 6.0]
-    table = report.recipe_table(report.aggregate(runs), runs)
+    table = report.recipe_table(stats.aggregate(runs), runs)
     header = [h.strip() for h in table.splitlines()[0].strip("|").split("|")]
     for row in table.splitlines()[2:]:
         cells = dict(zip(header, (c.strip() for c in row.strip("|").split("|"))))
@@ -437,12 +477,45 @@ def test_evaluate_and_compare_share_one_definition_of_diverged(tmp_path):
     with h.open() as f:
         rows = list(csv.DictReader(f))
     assert divergence(rows) == "training −ELBO 1.46e+20 in the last epoch, 180.0 at best"
-    assert report.diverged(pd.read_csv(h)) and stages.evaluate.divergence is divergence
+    assert stats.diverged(pd.read_csv(h)) and stages.evaluate.divergence is divergence
     h.write_text("epoch,train_total,test_total\n1,180.0,170.0\n2,nan,nan\n")
     with h.open() as f:
         assert divergence(list(csv.DictReader(f))).startswith("loss not finite in epoch 2")
-    assert report.diverged(pd.read_csv(h))
+    assert stats.diverged(pd.read_csv(h))
     h.write_text("epoch,train_total,test_total\n1,180.0,170.0\n2,150.0,149.0\n")
     with h.open() as f:
         assert divergence(list(csv.DictReader(f))) is None
-    assert not report.diverged(pd.read_csv(h))
+    assert not stats.diverged(pd.read_csv(h))
+
+
+def test_a_collapsed_cells_negative_mi_is_shown_as_noise_with_its_standard_error(tmp_path, monkeypatch):
+    # The study's deep MLP at z=1 printed MI -0.0145: one z per image leaves a Monte Carlo error around the true 0.
+    runs, _ = _runs(tmp_path, monkeypatch, {"study-deep_mlp-1": [(206, 206, 0, True)], "study-conv-1": [(160, 155, 5)]})
+    runs["mutual_info"] = [-0.0145, 2.5]
+    runs["mutual_info_se"] = [0.0101, 0.02]
+    table = re.sub(r" +", " ", report.recipe_table(stats.aggregate(runs), runs))
+    assert "| -0.01 (0 within noise: SE 0.01) |" in table and "| 2.50 |" in table
+
+
+def test_an_iwae_recipe_is_ranked_by_its_bound_alone(tmp_path, monkeypatch):
+    """An IWAE-trained model trains the bound, so its -ELBO is looser by design: its table bolds the NLL bound,
+    never the -ELBO or the reconstruction, and the legend and the published section say why."""
+    runs, _ = _runs(
+        tmp_path,
+        monkeypatch,
+        {
+            # deep_mlp: the better bound but the worse -ELBO, as IWAE training gives
+            "iwae-deep_mlp-2": [(156, 151, 5, False, None, (), (125.0, 0.4, 125.1, 0.4))],
+            "iwae-davidson_mlp-2": [(140, 135, 5, False, None, (), (130.0, 0.4, 130.1, 0.4))],
+        },
+    )
+    runs["objective"] = "iwae"
+    cells = stats.aggregate(runs)
+    table = re.sub(r" +", " ", report.recipe_table(cells, runs, binarized=True))
+    assert "**125.00**" in table and "| 140.00 |" in table and table.count("**") == 2  # the bound alone
+    md = report.markdown(runs, cells, "mnist")
+    assert "its table ranks by the NLL bound alone" in md
+    assert "not the ELBO their models train on" in md
+    # The same runs as an ELBO recipe: the -ELBO is ranked, as ever.
+    runs["objective"] = "elbo"
+    assert "**140.00**" in report.recipe_table(stats.aggregate(runs), runs, binarized=True)

@@ -51,8 +51,8 @@ def describe(names: set[str], every: set[str], families: list[str]) -> str:
 def table(root: Path = ROOT) -> str:
     deps = stage_deps(root)
     by_group = defaultdict(set)
-    for name in deps:
-        by_group[name.split("@")[0]].add(name)
+    for name in deps:  # a subset recipe's stages (train_subset@...) count with their group's
+        by_group[name.split("@")[0].removesuffix("_subset")].add(name)
     families = sorted({f.stem for f in (root / "vae" / "families").glob("*.py")} - {"__init__"})
     rows = ["| file | " + " | ".join(f"{g}@" if "@" in next(iter(by_group[g])) else g for g in GROUPS) + " |"]
     rows.append("| --- |" + " --- |" * len(GROUPS))

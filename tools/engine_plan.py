@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vae.config import run_name, runs, train_config  # noqa: E402
+from vae.params import stage  # noqa: E402
 
 # Minutes per 50-epoch run at one thread on the 2-core development machine (README, Speed);
 # only the order matters: the longest runs start first so no worker is left with one at the end.
@@ -18,6 +19,9 @@ COST = {"residual": 27, "conv": 14, "deep_mlp": 4.5, "simple_mlp": 2.7}
 # A binarized run's evaluation adds the IW bound on all 10,000 test images at K=1000 (minutes at one
 # thread, extrapolated from 500 images; docs/speed.md).
 NLL_COST = {"residual": 19, "conv": 11, "deep_mlp": 2.5, "simple_mlp": 1.7}
+# An IWAE run's training step against the ELBO's at K = 20 (docs/speed.md, benchmarks/iwae_cost.py); other K
+# are interpolated from K = 1 (the ELBO's cost), which puts K = 5 within 0.2x of its measured ratio for the MLPs.
+IWAE_RATIO_K20 = {"residual": 12.7, "conv": 20.3, "deep_mlp": 10.9, "simple_mlp": 6.9, "davidson_mlp": 10.7}
 # Seconds for CALIBRATION_STEPS training steps (batch 128, z=2) of each family at one thread on the same
 # machine, idle (calibrate(); the median of 3 on 2026-12-05): the estimate scales COST by how long they take here.
 CALIBRATION_STEPS = 10
@@ -52,8 +56,12 @@ def minutes(run: str, params: dict, cost: dict[str, tuple[float, float]] | None 
     recipe, fam = run.split("-")[:2]
     run_cost, nll_cost = (cost or costs([fam]))[fam]
     images = params["data"]["train_subset"] or 60000
+    settings = train_config(params, recipe, fam, 0)
     total = run_cost * params["train"]["epochs"] / 50 * images / 60000
-    if train_config(params, recipe, fam, 0)["binarize"] != "none":
+    if settings["objective"] == "iwae":
+        ratio = IWAE_RATIO_K20.get(fam, max(IWAE_RATIO_K20.values()))
+        total *= 1 + (ratio - 1) * (settings["iw_train_samples"] - 1) / 19
+    if settings["binarize"] != "none":
         ev = params["eval"]
         total += nll_cost * (ev["nll_images"] or 10000) / 10000 * ev["iw_samples"] / 1000
     return total
@@ -61,11 +69,11 @@ def minutes(run: str, params: dict, cost: dict[str, tuple[float, float]] | None 
 
 def plan(params: dict, only: str | None = None, cost=None) -> list[tuple[str, list[str]]]:
     """(run, the stages a worker computes for it), longest first."""
-    cost = cost or costs(params["families"])
-    names = [run_name(*r) for r in runs(params)]
+    cost = cost or costs(sorted({r[1] for r in runs(params)}))
+    names = {run_name(*r): r[0] for r in runs(params)}
     return [
-        (run, [f"train@{run}", f"evaluate@{run}"])
-        for run in sorted(names, key=lambda run: -minutes(run, params, cost))
+        (run, [stage(params, "train", recipe, run), stage(params, "evaluate", recipe, run)])
+        for run, recipe in sorted(names.items(), key=lambda item: -minutes(item[0], params, cost))
         if not only or re.search(only, run)
     ]
 

@@ -26,13 +26,13 @@ def git_show(rev: str, path: str) -> str | None:
 
 
 def outputs(lock_text: str, stage: str) -> dict[str, str]:
-    """{path: md5} of one train@RUN stage's outputs."""
+    """{path: md5} of one train@RUN (or train_subset@RUN) stage's outputs."""
     stages = YAML(typ="safe").load(lock_text)["stages"]
     return {o["path"]: o["md5"] for o in stages.get(stage, {}).get("outs", [])}
 
 
 def train_stages(lock_text: str) -> set[str]:
-    return {s for s in YAML(typ="safe").load(lock_text)["stages"] if s.startswith("train@")}
+    return {s for s in YAML(typ="safe").load(lock_text)["stages"] if s.startswith(("train@", "train_subset@"))}
 
 
 def cell(v: float | None, width: int) -> str:

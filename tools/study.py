@@ -10,7 +10,8 @@ What happens, in order (docs/cluster.md has the cluster recipes):
    `dvc pull` of every run dvc.lock records that the remote holds (a study committed part by part).
 2. A snapshot of the checkout's tracked files (uncommitted edits included) goes to every
    worker as a git bundle. One Dask task per run, longest first: in a workspace of the
-   worker's own, `dvc repro --pull -s check download train@RUN evaluate@RUN`, then
+   worker's own, `dvc repro --pull -s check download train@RUN evaluate@RUN`
+   (train_subset@RUN evaluate_subset@RUN for a subset recipe's run), then
    `dvc push --run-cache` (tools/engine_worker.py).
    A run whose worker dies is rerun once elsewhere; a run that fails is named at once with its
    log (logs/study/RUN.log), not rerun, and does not stop the others.
@@ -217,7 +218,8 @@ def run_record(result: dict, workers: int, threads: int, started: str) -> dict:
         # A resumed run's seconds are only its last part, a restored one's are DVC restoring it from the
         # run-cache (it finished while an earlier study stopped): study_time.py leaves both out of the means.
         "resumed_after_epoch": int(resumed.group(1)) if resumed else 0,
-        "from_run_cache": f"Stage 'train@{result['run']}' is cached - skipping run" in result["log"],
+        "from_run_cache": re.search(rf"Stage 'train(_subset)?@{result['run']}' is cached - skipping run", result["log"])
+        is not None,
     }
 
 

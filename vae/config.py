@@ -121,6 +121,8 @@ class Params(BaseModel):
     data: Data
     recipes: Annotated[list[str], Field(min_length=1, description="a non-empty list of distinct names")]
     families: Annotated[list[str], Field(min_length=1, description="a non-empty list")]
+    subset_recipes: Annotated[list[str], Field(description="a list of recipe names, maybe empty")]
+    subset_families: Annotated[list[str], Field(description="a list of family names, maybe empty")]
     latent_dims: Counts
     seeds: Counts0
     models: dict[str, dict]
@@ -159,9 +161,10 @@ def validate(params: dict) -> None:
     for fam, cfg in params["models"].items():
         _known(fam, f"models.{fam}", families)
         _schema(family_schema(fam), cfg, ("models", fam), root=cfg)
-    for fam in params["families"]:
-        if fam not in params["models"]:
-            raise ParamsError(f"missing key 'models.{fam}' (the settings of family {fam!r}, listed in 'families')")
+    for key in ("families", "subset_families"):
+        for fam in params[key]:
+            if fam not in params["models"]:
+                raise ParamsError(f"missing key 'models.{fam}' (the settings of family {fam!r}, listed in '{key}')")
     _data_sizes(params["data"])
     _objectives(params)
     if not params["eval"]["literature_iw_samples"] < params["eval"]["iw_samples"]:
@@ -211,12 +214,42 @@ def _names_and_matrix(params: dict) -> None:
         _name(name, "recipe", "recipe")
         for fam in (over or {}).get("families") or {}:
             _known(fam, f"recipe.{name}.families.{fam}")
-    for f in params["families"]:
-        _name(f, "family", "families")
-        _known(f, "families")
-    for key, what in (("families", "family"), ("latent_dims", "size"), ("seeds", "seed")):
+    _subset(params)
+    for key in ("families", "subset_families"):
+        for f in params[key]:
+            _name(f, "family", key)
+            _known(f, key)
+    for key, what in (
+        ("families", "family"),
+        ("subset_families", "family"),
+        ("latent_dims", "size"),
+        ("seeds", "seed"),
+    ):
         if len(set(params[key])) != len(params[key]):
             raise ParamsError(f"'{key}' lists a {what} twice: {params[key]!r}")
+
+
+def _subset(params: dict) -> None:
+    """Each subset recipe is defined, distinct, and not also in `recipes` (the two stage groups would write one
+    run's files twice, which DVC refuses), and it has families to run on."""
+    subset, defs = params["subset_recipes"], params["recipe"]
+    for name in subset:
+        _name(name, "recipe", "subset_recipes")
+        if name not in defs:
+            raise ParamsError(
+                f"'subset_recipes' lists {name!r} but 'recipe.{name}' is not defined; defined: {', '.join(map(str, defs))}"
+            )
+        if name in params["recipes"]:
+            raise ParamsError(
+                f"recipe {name!r} is in both 'recipes' and 'subset_recipes': list it in one (every family, or "
+                "subset_families only)"
+            )
+    if len(set(subset)) != len(subset):
+        raise ParamsError(f"'subset_recipes' lists a recipe twice: {subset!r}")
+    if subset and not params["subset_families"]:
+        raise ParamsError(
+            f"'subset_recipes' lists {', '.join(subset)} but 'subset_families' is empty: name the families they run on"
+        )
 
 
 def _objectives(params: dict) -> None:
@@ -246,7 +279,11 @@ def _known(family: str, key: str, families: typing.Iterable[str] | None = None) 
     if family not in known:
         hint = difflib.get_close_matches(str(family), known, n=1)
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
-        where = f"'{key}' has unknown family {family!r}" if key == "families" else f"'{key}': unknown family"
+        where = (
+            f"'{key}' has unknown family {family!r}"
+            if key in ("families", "subset_families")
+            else f"'{key}': unknown family"
+        )
         raise ParamsError(f"{where}{did}; known families: {', '.join(known)} (one file each in vae/families/)")
 
 

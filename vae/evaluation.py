@@ -81,12 +81,22 @@ def mean_kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> list[float]
 
 @torch.no_grad()
 def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator, chunk: int = 256) -> float:
+    return mutual_information_se(mu, logvar, generator, chunk)[0]
+
+
+def mutual_information_se(
+    mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator, chunk: int = 256
+) -> tuple[float, float]:
     """I_q(x; z) = E_x E_q(z|x)[log q(z|x)] - E_q(z)[log q(z)], x uniform over the N images given.
 
     The aggregate posterior q(z) is the mixture of all N posteriors: one z_i ~ q(z|x_i) per image, and
     log q(z_i) = logsumexp_j log q(z_i|x_j) - log N. A mixture over a minibatch (He et al. 2019) would cap
     the estimate at log(batch size); over all N it is at most log N (9.21 nats for 10,000 test images),
     as x carries log N nats. The z's are scored `chunk` at a time: memory O(chunk * N * z).
+
+    With its Monte Carlo standard error: one z per image, so the estimate scatters around the true MI by the
+    SE over images of each image's term. A collapsed run's MI is 0, and its estimate can come out a little
+    below 0 (about one SE): noise, not a negative information.
     """
     n, d = mu.shape
     # E_q(z|x)[log q(z|x)] is the negative entropy of a Gaussian: analytic.
@@ -95,7 +105,8 @@ def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.
     log_qz = torch.cat(
         [torch.logsumexp(log_normal(zc[:, None, :], mu[None], logvar[None]), dim=1) for zc in z.split(chunk)]
     ) - math.log(n)
-    return (neg_entropy - log_qz.mean()).item()
+    terms = -0.5 * d * (math.log(2 * math.pi) + 1) - 0.5 * logvar.sum(1) - log_qz
+    return (neg_entropy - log_qz.mean()).item(), standard_error(terms)
 
 
 # Float rounding in the float64 accumulators: where all K weights are equal (a collapsed run) the gap of an
@@ -178,7 +189,7 @@ def full_report(
         "iw_images": len(subset),
         "active_units": active,
         "kl_per_dim": [round(v, 4) for v in kl_dims],
-        "mutual_info": mutual_information(mu, logvar, g),
+        **dict(zip(("mutual_info", "mutual_info_se"), mutual_information_se(mu, logvar, g))),
         "collapsed": bool(reasons),
         "collapse_reasons": reasons,
     }

@@ -42,15 +42,27 @@ def cell_name(recipe: str, family: str, z: int) -> str:
     return f"{recipe}-{family}-{z}"
 
 
+# The stage group of a subset recipe's runs (dvc.yaml): train_subset@RUN, evaluate_subset@RUN, plot_subset@CELL.
+SUBSET = "_subset"
+
+
+def pairs(params: dict) -> list[tuple[str, str]]:
+    """(recipe, family) of every cell group: `recipes` x `families`, then `subset_recipes` x `subset_families`
+    (recipes too costly for every family; DVC's matrix is a full product, so they are a stage group of their own)."""
+    full = [(r, f) for r in params["recipes"] for f in params["families"]]
+    return full + [(r, f) for r in params.get("subset_recipes") or [] for f in params.get("subset_families") or []]
+
+
 def runs(params: dict) -> list[tuple[str, str, int, int]]:
-    """(recipe, family, z, seed) of every run, in the order of dvc.yaml's matrix."""
-    return [
-        (r, f, z, s)
-        for r in params["recipes"]
-        for f in params["families"]
-        for z in params["latent_dims"]
-        for s in params["seeds"]
-    ]
+    """(recipe, family, z, seed) of every run, in the order of dvc.yaml's matrices."""
+    return [(r, f, z, s) for r, f in pairs(params) for z in params["latent_dims"] for s in params["seeds"]]
+
+
+def stage(params: dict, step: str, recipe: str, name: str) -> str:
+    """The DVC stage that computes `step` (train, evaluate, plot) of a run or cell of `recipe`: `train@RUN`, or
+    `train_subset@RUN` for a subset recipe's."""
+    group = SUBSET if recipe in (params.get("subset_recipes") or []) else ""
+    return f"{step}{group}@{name}"
 
 
 def train_config(params: dict, recipe: str, family: str, seed: int) -> dict:

@@ -1,23 +1,18 @@
-"""Aggregate per-run metrics over seeds into the comparison: a cell is (recipe, family, z), its runs
-are its seeds; every figure is a mean with its sample std, and bold marks only what the noise allows."""
+"""The comparison as Markdown (metrics/comparison.md): a table per recipe, bold only where the noise
+allows, the legend that says how to read it, and the sections that set our cells beside the study's table
+and the published likelihoods. The numbers come from vae/cells.py."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pandas as pd
 
-from vae import paths
-from vae.atomic import save_figure, write_json, write_text
+from vae.cells import CELL, PUBLISHED, PUBLISHED_SETUP, PUBLISHED_SOURCE, PUBLISHED_SPREAD, judge, rank
 from vae.data import DATASETS
-from vae.errors import StageError
 from vae.losses import TERMS
-from vae.metrics import BINARIZED_METRICS, DIVERGED_NATS, METRICS, divergence
-from vae.params import cell_name, run_name
+from vae.metrics import DIVERGED_NATS, METRICS
 
-CELL = ["recipe", "family", "z"]
 # Why each column without a direction (vae/metrics.py) is never bold, as the comparison's legend says it.
 NOT_RANKED = {
     "kl": "a lower KL is not a better model, only another point on the rate–distortion trade-off (less "
@@ -27,6 +22,9 @@ NOT_RANKED = {
     "elbo_gap": "the ELBO gap is a diagnostic of the encoder, not a quality: a decoder that ignores z has a gap of 0",
     "mutual_info": "MI is a rate, like KL: how much z carries, not how good the model is",
 }
+
+# Ranked in an IWAE-trained recipe's table: it trains the bound, so its -ELBO is looser by design.
+IWAE_RANKED = ("iw_bound", "iw_bound_lit")
 
 # The study's own table, as published. Its units look like a sum over the
 # 16 images of the last, partial test batch (10000 = 78 * 128 + 16); our
@@ -42,112 +40,6 @@ STUDY_TABLE = {
     ("residual", 2): (2431.3, 2332.3, 99.1),
 }
 
-# Published likelihoods on dynamically binarized MNIST, in nats per image (-log p(x) from importance sampling),
-# by latent size. Only a binarized recipe's NLL bound may stand beside them; no published z=1 figure is known.
-PUBLISHED_SOURCE = 'Davidson et al. 2018, "Hyperspherical Variational Auto-Encoders" (UAI 2018), Table 1'
-PUBLISHED = {
-    2: {"Gaussian VAE": 135.73, "hyperspherical S-VAE": 132.50},
-}
-# Their reported spread of each figure (± in Table 1: the standard deviation over their training runs), which a
-# verdict counts beside our own noise.
-PUBLISHED_SPREAD = {
-    2: {"Gaussian VAE": 0.83, "hyperspherical S-VAE": 0.73},
-}
-# How their runs differ from ours, as the comparison says it: their MLP as in their released code
-# (nicola-decao/s-vae-pytorch, examples/mnist.py: H_DIM = 128, so 784-256-128 and back), K as the paper
-# states for its likelihood estimates (the example's own default is 10 samples).
-PUBLISHED_SETUP = {
-    "network": "one MLP, encoder 784–256–128 and decoder 128–256–784",
-    "iw_samples": 500,
-}
-
-
-def diverged(history: pd.DataFrame) -> bool:
-    """vae/metrics.py's definition, on a history read with pandas."""
-    return divergence(history.to_dict("records")) is not None
-
-
-def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
-    """One row per run, in params order; the run list comes from params, not a glob,
-    so files left behind by runs no longer in the matrix are ignored."""
-    rows = []
-    for recipe, family, z, seed in run_list:
-        run = run_name(recipe, family, z, seed)
-        if not paths.metrics(run).exists() or not paths.details(run).exists():
-            raise StageError(f"{paths.metrics(run)} is missing; run `dvc repro evaluate@{run}`")
-        m, d = json.loads(paths.metrics(run).read_text()), json.loads(paths.details(run).read_text())
-        last = d.get("study_last_batch") or dict.fromkeys(TERMS, math.nan)  # MNIST's grey-level runs only
-        extra = {c: math.nan if m.get(c) is None else m[c] for c in BINARIZED_METRICS}  # binarized runs only
-        why = divergence(pd.read_csv(paths.history(run)).to_dict("records"))
-        rows.append(
-            {
-                "run": run,
-                "cell": cell_name(recipe, family, z),
-                "recipe": recipe,
-                "family": family,
-                "z": z,
-                # null: a diverged run's figure that was not finite (JSON has no NaN): NaN, left out of means
-                "seed": seed,
-                **{c: math.nan if m[c] is None else m[c] for c in METRICS},
-                **extra,
-                # Scored on the fixed binarization of the test set (train.binarize: dynamic), not on grey levels.
-                "binarized": d.get("binarize", "none") != "none",
-                "collapsed": m["collapsed"],
-                "diverged": why is not None,
-                "divergence": why or "",
-                "collapse_reasons": "; ".join(d["collapse_reasons"]),
-                "parameters": d["parameters"],
-                **{f"last_{t}": last[t] for t in TERMS},
-                "test_images": d["test_images"],
-                "z_samples": d["z_samples"],
-                "iw_samples": d["iw_samples"],
-                "iw_images": d["iw_images"],
-                "iw_samples_lit": d.get("iw_samples_lit", math.nan),  # binarized runs evaluated since #41
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell: mean, sample std (NaN for one seed), min and max of every column over seeds,
-    the number of seeds and of collapsed and of diverged seeds."""
-    grouped = runs.groupby(CELL, sort=False)
-    stats = grouped[[*METRICS, "iw_bound_lit"]].agg(["mean", "std", "min", "max"])
-    stats.columns = [f"{c}_{s}" if s != "mean" else c for c, s in stats.columns]
-    extra = grouped.agg(
-        cell=("cell", "first"),
-        seeds=("seed", "size"),
-        collapsed=("collapsed", "sum"),
-        diverged=("diverged", "sum"),
-        parameters=("parameters", "first"),
-        binarized=("binarized", "all"),
-        # an SE over images: its mean over seeds
-        **{c: (c, "mean") for c in BINARIZED_METRICS if c.endswith("_se")},
-    )
-    return extra.join(stats).reset_index()
-
-
-def rank(cells: pd.DataFrame, col: str, how: str) -> list[str]:
-    """'best', 'tie' or '' per cell, within each latent size of a recipe.
-
-    Only cells with no collapsed or diverged seed take part, and only where two or more do.
-    The best mean is 'best' when its mean ± std interval does not overlap any
-    other cell's; otherwise it and every cell overlapping it are 'tie'. One
-    seed has no std: its interval is its mean."""
-    marks = [""] * len(cells)
-    for _, group in cells.groupby(["recipe", "z"], sort=False):
-        ok = group[(group["collapsed"] == 0) & (group["diverged"] == 0)]
-        if len(ok) < 2:
-            continue
-        sign = 1 if how == "min" else -1
-        best = (sign * ok[col]).idxmin()
-        spread = ok[f"{col}_std"].fillna(0.0)
-        lo, hi = ok[col] - spread, ok[col] + spread
-        overlap = [i for i in ok.index if i != best and lo[i] <= hi[best] and lo[best] <= hi[i]]
-        for i in [best, *overlap]:
-            marks[cells.index.get_loc(i)] = "tie" if overlap else "best"
-    return marks
-
 
 def number(v: float, digits: int = 2, sign: str = "") -> str:
     """Fixed decimals, or 3 significant digits for the 1e20s of a diverged run."""
@@ -156,6 +48,17 @@ def number(v: float, digits: int = 2, sign: str = "") -> str:
 
 def mean_std(mean: float, std: float, digits: int = 2) -> str:
     return number(mean, digits) if math.isnan(std) else f"{number(mean, digits)} ± {number(std, digits)}"
+
+
+def figure(c, col: str) -> str:
+    """A cell's mean ± std, with how many of its seeds are in it where not all are (vae/cells.py)."""
+    value = getattr(c, col)
+    if math.isnan(value):
+        return "–"
+    text = mean_std(value, getattr(c, f"{col}_std"))
+    if col == "mutual_info" and value < 0:  # a collapsed cell's MI is 0 up to its Monte Carlo noise
+        text += f" (0 within noise: SE {c.mutual_info_se:.2f})" if not math.isnan(c.mutual_info_se) else ""
+    return text if c.in_mean == c.seeds else f"{text} ({c.in_mean}/{c.seeds} seeds)"
 
 
 def flag_column(cells: pd.DataFrame, runs: pd.DataFrame, flag: str, reason: str) -> list[str]:
@@ -169,11 +72,14 @@ def flag_column(cells: pd.DataFrame, runs: pd.DataFrame, flag: str, reason: str)
 
 def recipe_table(cells: pd.DataFrame, runs: pd.DataFrame, binarized: bool = False) -> str:
     """One recipe's cells as a Markdown table: mean ± std over seeds, bold where the noise allows,
-    in the columns that have a better direction. A binarized recipe's columns are named for what they are there."""
+    in the columns that have a better direction (an IWAE recipe's: its bounds alone). A binarized recipe's
+    columns are named for what they are there."""
     table = cells[["family", "z"]].astype(str).copy()
+    iwae = (cells["objective"] == "iwae").all()
     for col, metric in METRICS.items():
-        marks = rank(cells, col, metric.better) if metric.better else [""] * len(cells)
-        text = [mean_std(m, s) for m, s in zip(cells[col], cells[f"{col}_std"])]
+        how = metric.better if not iwae or col in IWAE_RANKED else None
+        marks = rank(cells, col, how) if how else [""] * len(cells)
+        text = [figure(c, col) for c in cells.itertuples()]
         table[(binarized and metric.binarized) or metric.header] = [
             f"**{t}**" if k == "best" else f"{t} †" if k == "tie" else t for t, k in zip(text, marks)
         ]
@@ -196,14 +102,26 @@ def markdown(runs: pd.DataFrame, cells: pd.DataFrame, dataset: str) -> str:
     binarized = set(cells.loc[cells["binarized"], "recipe"])
     grey_recipes = [r for r in recipes if r not in binarized]
     grey = runs[runs["recipe"].isin(grey_recipes)] if grey_recipes else runs
-    title, n_test = DATASETS[dataset].title, common_value(runs, "test_images")
-    lower, higher = ([m.header for m in METRICS.values() if m.better == how] for how in ("min", "max"))
-    ranked = f"lower is better for {', '.join(lower)}" + (f"; higher for {', '.join(higher)}" if higher else "")
-    not_ranked = "; ".join(f"{m.header}, as {NOT_RANKED[c]}" for c, m in METRICS.items() if m.better is None)
+    title = DATASETS[dataset].title
+    lines = [f"# VAE comparison on {title}", "", units_legend(runs, cells, grey, title), "", ranking_legend(cells), ""]
+    if binarized:
+        lines += [binarized_legend(runs[runs["binarized"]], title), ""]
+    for recipe in recipes:
+        lines += recipe_section(cells[cells["recipe"] == recipe], runs, recipe, title)
+    lines += flag_legends(cells)
+    if len(grey_recipes) > 1:
+        lines += recipe_deltas(cells[cells["recipe"].isin(grey_recipes)], grey_recipes)
+    if dataset == "mnist":  # the study's table and the published figures are of MNIST: set nothing else beside them
+        if grey_recipes:
+            lines += study_comparison(runs[runs["recipe"] == grey_recipes[0]], grey_recipes[0])
+        lines += published_comparison(cells[cells["binarized"]], runs[runs["binarized"]])
+    return "\n".join(lines)
+
+
+def units_legend(runs: pd.DataFrame, cells: pd.DataFrame, grey: pd.DataFrame, title: str) -> str:
+    n_test = common_value(runs, "test_images")
     log_n = " / ".join(f"{math.log(n):.2f}" for n in sorted(set(runs["test_images"])))
-    lines = [
-        f"# VAE comparison on {title}",
-        "",
+    return (
         f"Test set ({n_test} images), **nats per image**, each cell the mean ± sample std over its seeds "
         f"({common_value(cells, 'seeds')} per cell; seeds {common_value(runs, 'seed')}). −ELBO, reconstruction "
         f"and KL: over all {n_test} test images, {common_value(runs, 'z_samples')} z draw(s) per image. −ELBO (IW "
@@ -216,26 +134,46 @@ def markdown(runs: pd.DataFrame, cells: pd.DataFrame, dataset: str) -> str:
         "not comparable to published NLLs of binarized images. Active units: latent dimensions with "
         "Var_x(E[z_d|x]) > threshold. MI: I_q(x; z), what z carries about x, with the aggregate posterior q(z) "
         f"the mixture of the posteriors of all {n_test} test images; x is one of those images, so the estimate "
-        f"is still limited by the test-set size: at most log N = {log_n} nats.",
-        "",
+        f"is still limited by the test-set size: at most log N = {log_n} nats. It is estimated from one z per "
+        "image: a collapsed cell's MI is 0 and its estimate may come out a little below, shown with its "
+        "Monte Carlo standard error."
+    )
+
+
+def ranking_legend(cells: pd.DataFrame) -> str:
+    lower, higher = ([m.header for m in METRICS.values() if m.better == how] for how in ("min", "max"))
+    ranked = f"lower is better for {', '.join(lower)}" + (f"; higher for {', '.join(higher)}" if higher else "")
+    not_ranked = "; ".join(f"{m.header}, as {NOT_RANKED[c]}" for c, m in METRICS.items() if m.better is None)
+    iwae = set(cells.loc[cells["objective"] == "iwae", "recipe"])
+    return (
         "**Bold**: best within a recipe and latent size among the cells with no collapsed or diverged seed, only "
         "where its mean ± std does not overlap any other such cell's; † : tied for best (the intervals overlap). "
-        f"Ranked: {ranked}. "
-        f"Never bold: {not_ranked}. Cells with a collapsed or diverged seed are never marked "
-        "and are not compared. Recipes are defined in params.yaml (`train`, overridden by `recipe.NAME`, then by "
-        "`recipe.NAME.families.FAMILY`).",
-        "",
-    ]
-    if binarized:
-        lines += [binarized_legend(runs[runs["binarized"]], title), ""]
-    for recipe in recipes:
-        pick = cells["recipe"] == recipe
-        lines += [f"## Recipe `{recipe}`", ""]
-        on_bits = cells.loc[pick & cells["binarized"], "cell"]
-        if len(on_bits):  # a recipe may binarize some families only (recipe.NAME.families.FAMILY)
-            which = "All cells are" if len(on_bits) == pick.sum() else f"Cells {', '.join(on_bits)} are"
-            lines += [f"{which} on binarized {title}: their IW bound is an upper bound on the NLL.", ""]
-        lines += [recipe_table(cells[pick], runs, binarized=len(on_bits) == pick.sum()), ""]
+        f"Ranked: {ranked}. Never bold: {not_ranked}. "
+        + (
+            f"Recipe {', '.join(f'`{r}`' for r in sorted(iwae))} trains on the importance-weighted bound "
+            "(`train.objective: iwae`), not the ELBO, so its −ELBO is looser than an ELBO-trained model's by "
+            "design: its table ranks by the NLL bound alone. "
+            if iwae
+            else ""
+        )
+        + "A cell's figures are of the seeds that neither collapsed nor diverged, with (k/n seeds) where that is "
+        "fewer than all; a cell whose every seed collapsed shows them all; a diverged seed is in no mean. Cells "
+        "with a collapsed or diverged seed are never marked and are not compared. Recipes are defined in "
+        "params.yaml (`train`, overridden by `recipe.NAME`, then by `recipe.NAME.families.FAMILY`)."
+    )
+
+
+def recipe_section(cells: pd.DataFrame, runs: pd.DataFrame, recipe: str, title: str) -> list[str]:
+    lines = [f"## Recipe `{recipe}`", ""]
+    on_bits = cells.loc[cells["binarized"], "cell"]
+    if len(on_bits):  # a recipe may binarize some families only (recipe.NAME.families.FAMILY)
+        which = "All cells are" if len(on_bits) == len(cells) else f"Cells {', '.join(on_bits)} are"
+        lines += [f"{which} on binarized {title}: their IW bound is an upper bound on the NLL.", ""]
+    return lines + [recipe_table(cells, runs, binarized=len(on_bits) == len(cells)), ""]
+
+
+def flag_legends(cells: pd.DataFrame) -> list[str]:
+    lines = []
     if cells["collapsed"].any():
         lines += [
             "⚠ k/n: k of the cell's n seeds collapsed (fewer active units than z, or a latent dimension "
@@ -247,16 +185,10 @@ def markdown(runs: pd.DataFrame, cells: pd.DataFrame, dataset: str) -> str:
             f"⚠ diverged k/n: in k of the n seeds the optimisation blew up: the loss became NaN or "
             "infinite (training stopped there, and the seed's figures are of its model before that epoch), "
             f"or the last epoch's mean training −ELBO is over {DIVERGED_NATS:.0f} nats, ten times that of a "
-            "decoder predicting 0.5 for every pixel (the seed's figures are of a broken model).",
+            "decoder predicting 0.5 for every pixel (the seed's figures are of a broken model, in no mean).",
             "",
         ]
-    if len(grey_recipes) > 1:
-        lines += recipe_deltas(cells[cells["recipe"].isin(grey_recipes)], grey_recipes)
-    if dataset == "mnist":  # the study's table and the published figures are of MNIST: set nothing else beside them
-        if grey_recipes:
-            lines += study_comparison(runs[runs["recipe"] == grey_recipes[0]], grey_recipes[0])
-        lines += published_comparison(cells[cells["binarized"]], runs[runs["binarized"]])
-    return "\n".join(lines)
+    return lines
 
 
 def binarized_legend(runs: pd.DataFrame, title: str) -> str:
@@ -273,96 +205,100 @@ def binarized_legend(runs: pd.DataFrame, title: str) -> str:
     )
 
 
-def verdict(ours: float, noise: float, theirs: float) -> str:
-    """Ahead (a lower NLL bound) or behind a published figure by more than the combined noise of both
-    sides, or level within it; with the difference and its ± interval either way."""
-    d = ours - theirs
-    if d < -noise:
-        return f"ahead by {-d:.2f} (± {noise:.2f})"
-    if d > noise:
-        return f"behind by {d:.2f} (± {noise:.2f})"
-    return f"level ({d:+.2f} ± {noise:.2f})"
-
-
 def published_comparison(cells: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
     """The binarized cells' NLL bounds beside the published figures for their latent size, each judged
-    ahead, level or behind: at the published K where the runs report it, against the noise of both sides
-    (our spread over seeds and standard error over test images, and the published figure's own spread)."""
+    ahead, level or behind (vae/cells.py's judge): at the published K where the runs report it, against the
+    noise of both sides."""
     if cells.empty:
         return []
     models = list(dict.fromkeys(name for figures in PUBLISHED.values() for name in figures))
     values = {name: v for figures in PUBLISHED.values() for name, v in figures.items()}
     spreads = {name: v for figures in PUBLISHED_SPREAD.values() for name, v in figures.items()}
-    k, n = common_value(runs, "iw_samples"), common_value(runs, "iw_images")
+    k = common_value(runs, "iw_samples")
     # At the published K (the first K of the same draws) where every run reports it; at our K otherwise.
     at_lit = bool(runs["iw_bound_lit"].notna().all())
     # (a float column: grey-level runs have none)
     k_lit = "/".join(str(v) for v in sorted({int(v) for v in runs["iw_samples_lit"]})) if at_lit else k
-    col = "iw_bound_lit" if at_lit else "iw_bound"
     header = ["recipe", "family", "z", "−ELBO", f"NLL upper bound (K={k})"]
-    header += [f"NLL upper bound (K={k_lit})", "SE over images", "noise"] if at_lit else ["SE over images", "noise"]
-    header += [f"vs {name} ({values[name]:.2f} ± {spreads[name]:.2f})" for name in models]
+    header += [f"NLL upper bound (K={k_lit})"] if at_lit else []
+    header += ["SE over images", "noise", *(f"vs {name} ({values[name]:.2f} ± {spreads[name]:.2f})" for name in models)]
     rows = []
     sides: dict[str, dict[str, list[str]]] = {name: {"ahead": [], "level": [], "behind": []} for name in models}
     for c in cells.itertuples():
-        std, se = getattr(c, f"{col}_std"), getattr(c, f"{col}_se" if at_lit else "iw_bound_se")
-        ours = math.hypot(0.0 if math.isnan(std) else std, se)
-        row = [c.recipe, c.family, str(c.z), mean_std(c.total, c.total_std), mean_std(c.iw_bound, c.iw_bound_std)]
-        if at_lit:
-            row.append(mean_std(c.iw_bound_lit, c.iw_bound_lit_std))
-        row += [number(se), number(ours)]
+        judged = judge(c, at_lit)
+        rows.append(
+            [c.recipe, c.family, str(c.z), figure(c, "total"), figure(c, "iw_bound")]
+            + ([figure(c, "iw_bound_lit")] if at_lit else [])
+            + [number(judged.se), number(judged.noise), *(judged.said[name] for name in models)]
+        )
         for name in models:
-            theirs = PUBLISHED.get(c.z, {}).get(name)
-            if theirs is None:
-                row.append(f"no published z={c.z} figure")
-            elif c.collapsed or c.diverged:
-                row.append("not compared: a seed collapsed or diverged")
-            else:
-                said = verdict(getattr(c, col), math.hypot(ours, PUBLISHED_SPREAD[c.z][name]), theirs)
-                row.append(said)
-                side = said.split()[0]
-                sides[name][side].append(f"`{c.recipe}` {c.family} z={c.z} {said[len(side) + 1 :]}")
-        rows.append(row)
+            side = judged.said[name].split()[0]
+            if side in sides[name]:
+                sides[name][side].append(f"`{c.recipe}` {c.family} z={c.z} {judged.said[name][len(side) + 1 :]}")
+    return (
+        published_intro(cells, runs, k, k_lit, at_lit, models, values, spreads)
+        + ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * len(header)) + " |"]
+        + ["| " + " | ".join(r) + " |" for r in rows]
+        + ["", published_outro(k_lit), ""]
+        + [
+            f"- Against the {name} ({values[name]:.2f} ± {spreads[name]:.2f} nats): {said(sides[name])}."
+            for name in models
+        ]
+        + [""]
+    )
+
+
+def said(sides: dict[str, list[str]]) -> str:
+    """The verdict line's body: which cells are ahead, level and behind."""
+    return "; ".join(f"{side}: {', '.join(cells_) or 'none'}" for side, cells_ in sides.items())
+
+
+def published_intro(cells, runs, k, k_lit, at_lit, models, values, spreads) -> list[str]:
+    """What the published figures are and how their setup differs from ours."""
     n_families, lo, hi = cells["family"].nunique(), cells["parameters"].min(), cells["parameters"].max()
     families = "one family" if n_families == 1 else f"{n_families} families"
     parameters = f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
-    z_known = " and ".join(f"z={z}" for z in PUBLISHED)
     missing = sorted(set(cells["z"]) - set(PUBLISHED))
+    n = common_value(runs, "iw_images")
     k_said = (
         f"both use K={k_lit} importance samples per image (ours: the first {k_lit} of our K={k}) on {n} test images"
         if at_lit and k_lit == str(PUBLISHED_SETUP["iw_samples"])
         else f"their bound uses K={PUBLISHED_SETUP['iw_samples']} importance samples per image, ours K={k_lit} on "
         f"{n} test images (more samples give a lower, tighter bound)"
     )
-    lines = [
+    iwae = sorted(set(cells.loc[cells["objective"] == "iwae", "recipe"]))
+    objective = (
+        f"; recipe {', '.join(f'`{r}`' for r in iwae)} trains on the importance-weighted bound, not the ELBO their "
+        "models train on, so its rows say what a Gaussian VAE of that size can reach, not the same training"
+        if iwae
+        else ""
+    )
+    return [
         "## Binarized MNIST beside published likelihoods",
         "",
-        f"Published NLLs of dynamically binarized MNIST ({z_known}): {PUBLISHED_SOURCE}: "
+        f"Published NLLs of dynamically binarized MNIST ({' and '.join(f'z={z}' for z in PUBLISHED)}): "
+        f"{PUBLISHED_SOURCE}: "
         + "; ".join(f"{name} {values[name]:.2f} ± {spreads[name]:.2f} nats" for name in models)
         + ". What differs: theirs is "
-        f"{PUBLISHED_SETUP['network']} (our `davidson_mlp`), ours {families} of {parameters} parameters; {k_said}; "
-        f"their figures are means ± std over their own training runs, ours over seeds {common_value(runs, 'seed')}; "
-        "their test binarization is another random draw."
+        f"{PUBLISHED_SETUP['network']} (our `davidson_mlp`), ours {families} of {parameters} parameters; {k_said}"
+        f"{objective}; their figures are means ± std over their own training runs, ours over seeds "
+        f"{common_value(runs, 'seed')}; their test binarization is another random draw."
         + (
             f" No published figure for {' or '.join(f'z={z}' for z in missing)} is known to us: those rows have none."
             if missing
             else ""
         ),
         "",
-        "| " + " | ".join(header) + " |",
-        "| " + " | ".join(["---"] * len(header)) + " |",
-        *("| " + " | ".join(r) + " |" for r in rows),
-        "",
+    ]
+
+
+def published_outro(k_lit: str) -> str:
+    return (
         f"Each cell: mean ± std over seeds; SE over images: the K={k_lit} bound's standard error over the test "
         "images (mean over seeds); noise: ours, √(std² + SE²). A verdict counts the noise of both sides, "
         "√(std² + SE² + published spread²): ahead (a lower NLL bound, better) or behind only where our mean differs "
-        "from the published figure by more than that, level otherwise; the difference and that ± follow.",
-        "",
-    ]
-    for name in models:
-        said = "; ".join(f"{side}: {', '.join(cells_) or 'none'}" for side, cells_ in sides[name].items())
-        lines.append(f"- Against the {name} ({values[name]:.2f} ± {spreads[name]:.2f} nats): {said}.")
-    return lines + [""]
+        "from the published figure by more than that, level otherwise; the difference and that ± follow."
+    )
 
 
 def recipe_deltas(cells: pd.DataFrame, recipes: list[str]) -> list[str]:
@@ -371,9 +307,9 @@ def recipe_deltas(cells: pd.DataFrame, recipes: list[str]) -> list[str]:
     header = ["family", "z", *[f"−ELBO {r}" for r in recipes], *[f"Δ {r}" for r in recipes[1:]]]
     rows = []
     for (family, z), group in cells.groupby(["family", "z"], sort=False):
-        by = group.set_index("recipe")
-        row = [family, str(z), *[mean_std(by.at[r, "total"], by.at[r, "total_std"]) for r in recipes]]
-        row += [number(by.at[r, "total"] - by.at[base, "total"], sign="+") for r in recipes[1:]]
+        by = {c.recipe: c for c in group.itertuples()}  # a subset recipe has some families only
+        row = [family, str(z), *[figure(by[r], "total") if r in by else "–" for r in recipes]]
+        row += [number(by[r].total - by[base].total, sign="+") if r in by and base in by else "–" for r in recipes[1:]]
         rows.append(row)
     return [
         f"## Recipes side by side (−ELBO, nats per image; Δ = change of the mean from `{base}`, negative is better)",
@@ -409,126 +345,3 @@ def study_comparison(runs: pd.DataFrame, recipe: str) -> list[str]:
         ours = [" / ".join(number(v, 1) for v in group[f"last_{t}"]) for t in TERMS]
         lines.append(f"| {family} | {z} | {theirs[0]} | {theirs[1]} | {theirs[2]} | {' | '.join(ours)} |")
     return lines + [""]
-
-
-def chart_label(cell: str, diverged: int, seeds: int) -> str:
-    """A cell's name in the charts; charts average only the seeds that did not diverge, and say so."""
-    return cell if not diverged else f"{cell} ({diverged}/{seeds} diverged, not drawn)"
-
-
-def load_curves(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
-    """Each cell's per-epoch history, averaged over its seeds, in one long table with a `run` column
-    (the cell's name) for dvc plots. A diverged seed (1e29 nats) would flatten every other line
-    to zero, so it is left out, and its cell's label counts it."""
-    frames = [pd.read_csv(paths.history(run_name(*r))).assign(cell=cell_name(*r[:3])) for r in run_list]
-    blew_up = [diverged(f.drop(columns="cell")) for f in frames]
-    counts = pd.DataFrame({"cell": [f["cell"].iloc[0] for f in frames], "diverged": blew_up})
-    counts = counts.groupby("cell", sort=False)["diverged"].agg(["sum", "size"])
-    kept = [f for f, d in zip(frames, blew_up) if not d] or [frames[0].iloc[:0]]
-    curves = pd.concat(kept, ignore_index=True).groupby(["cell", "epoch"], sort=False).mean().reset_index()
-    labels = {c: chart_label(c, int(k), int(n)) for c, (k, n) in counts.iterrows()}
-    return curves.assign(cell=curves["cell"].map(labels)).rename(columns={"cell": "run"})
-
-
-def chart_table(runs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
-    """The comparison bars' data: every cell's means over its seeds that did not diverge (NaN if none),
-    with the counts of all its seeds and the label the curves use."""
-    drawn = aggregate(runs[~runs["diverged"]]) if (~runs["diverged"]).any() else cells.iloc[:0]
-    table = cells[["cell", "recipe", "family", "z", "seeds", "collapsed", "diverged"]].merge(
-        drawn[["cell", *METRICS, "total_std"]], on="cell", how="left"
-    )
-    table["cell"] = [chart_label(c, d, n) for c, d, n in zip(table["cell"], table["diverged"], table["seeds"])]
-    return table.rename(columns={"cell": "run"})
-
-
-def _rounded(v):
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 4)
-
-
-def _per_seed(runs: pd.DataFrame, col: str) -> dict:
-    return {str(s): _rounded(v) for s, v in zip(runs["seed"], runs[col])}
-
-
-def write_comparison(
-    runs: pd.DataFrame,
-    curves: pd.DataFrame,
-    dataset: str,
-    *,
-    json_path: Path,
-    cells_dir: Path,
-    csv_path: Path,
-    curves_path: Path,
-    md_path: Path,
-    png_path: Path,
-) -> None:
-    cells = aggregate(runs)
-    # Everything, nested by recipe then cell: mean, std, min, max and each seed's value.
-    comparison: dict[str, dict] = {}
-    for c in cells.itertuples():
-        mine = runs[runs["cell"] == c.cell]
-        # A binarized cell says so, with its NLL bound's SE per seed; a grey-level cell's entry is as it always was.
-        binarized = (
-            {"binarized": True, **{col: _per_seed(mine, col) for col in BINARIZED_METRICS}} if c.binarized else {}
-        )
-        comparison.setdefault(c.recipe, {})[f"{c.family}-{c.z}"] = {
-            "seeds": int(c.seeds),
-            "collapsed": int(c.collapsed),
-            "diverged": int(c.diverged),
-            **{
-                col: {
-                    "mean": _rounded(getattr(c, col)),
-                    "std": _rounded(getattr(c, f"{col}_std")),
-                    "min": _rounded(getattr(c, f"{col}_min")),
-                    "max": _rounded(getattr(c, f"{col}_max")),
-                    "per_seed": _per_seed(mine, col),
-                }
-                for col in METRICS
-            },
-            **binarized,
-        }
-        # The DVC metric of the cell: a flat row for `dvc metrics show`.
-        write_json(
-            cells_dir / f"{c.cell}.json",
-            {
-                **{k: _rounded(getattr(c, k)) for k, m in METRICS.items() if m.cell},
-                "total_std": _rounded(c.total_std),
-                **({k: _rounded(getattr(c, k)) for k, m in BINARIZED_METRICS.items() if m.cell} if c.binarized else {}),
-                "seeds": int(c.seeds),
-                "collapsed": int(c.collapsed),
-                "diverged": int(c.diverged),
-            },
-        )
-    write_json(json_path, comparison)
-    write_text(csv_path, chart_table(runs, cells).to_csv(index=False, float_format="%.4f"))
-    write_text(curves_path, curves.to_csv(index=False, float_format="%.4f"))
-    write_text(md_path, markdown(runs, cells, dataset))
-    bar_chart(cells, png_path, DATASETS[dataset].title)
-
-
-def bar_chart(cells: pd.DataFrame, path: Path, title: str) -> None:
-    """Every cell's test metrics side by side, mean with ± std error bars, one panel per metric."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = ["total", "iw_bound", "recon", "kl", "mutual_info"]
-    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 1.2 + 0.25 * max(len(cells), 10)), sharey=True)
-    colors = ["tab:red" if c or d else "tab:blue" for c, d in zip(cells["collapsed"], cells["diverged"])]
-    for ax, c in zip(axes, cols):
-        ax.barh(cells["cell"], cells[c], xerr=cells[f"{c}_std"].fillna(0.0), color=colors, capsize=2)
-        ax.set_title(f"{METRICS[c].header} (nats)")
-        ax.grid(axis="x", alpha=0.3)
-        # Differences of a few nats on ~100: zoom in, on the cells that did not diverge (theirs run off).
-        sane = cells.loc[cells["diverged"] == 0, c] if (cells["diverged"] == 0).any() else cells[c]
-        sane = sane.dropna()  # a diverged run's figure may be null
-        if sane.empty:
-            continue
-        if c in ("total", "iw_bound", "recon"):
-            ax.set_xlim(sane.min() * 0.95, sane.max() * 1.01)
-        elif c == "kl":
-            ax.set_xlim(0, max(sane.max() * 1.3, 1e-3))
-    axes[0].invert_yaxis()
-    fig.suptitle(f"{title}: test metrics per image, mean ± std over seeds (red: a seed collapsed or diverged)")
-    fig.tight_layout()
-    save_figure(fig, path)
