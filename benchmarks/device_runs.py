@@ -31,7 +31,7 @@ from vae import paths
 from vae.config import load_params, run_name, runs, train_config
 from vae.data import scored_test_images
 
-LONGEST_FIRST = ("residual", "conv", "deep_mlp", "simple_mlp")
+LONGEST_FIRST = ("residual", "conv", "deep_mlp", "simple_mlp", "davidson_mlp")
 
 
 def one_run(run: tuple, device: str, threads: int, epochs: int | None, log_dir: str | None) -> dict:

@@ -88,12 +88,13 @@ def _quiet_log_writer(args: threading.ExceptHookArgs) -> None:
     threading.__excepthook__(args)
 
 
-def refuse_if_restore_only(stage: str, run: str) -> None:
+def refuse_if_restore_only(name: str) -> None:
     """In the study's assembly step DVC restores every run from its run-cache; a run it could not
-    restore lands here, and must not be computed on the assembling machine (hours, by accident)."""
+    restore lands here (`name`: its DVC stage), and must not be computed on the assembling machine
+    (hours, by accident)."""
     if os.environ.get(RESTORE_ONLY):
         sys.exit(
-            f"{stage}@{run}: not found in DVC's run-cache, and this step only restores ({RESTORE_ONLY} "
+            f"{name}: not found in DVC's run-cache, and this step only restores ({RESTORE_ONLY} "
             "is set): the study's workers compute runs; run the study command again"
         )
 
@@ -127,8 +128,10 @@ def run_params(args: argparse.Namespace) -> tuple[dict, str]:
     run = run_name(args.recipe, args.family, args.z, args.seed)
     if (args.recipe, args.family, args.z, args.seed) not in runs(params):
         raise StageError(
-            f"run {run} is not in params.yaml recipes x families x latent_dims x seeds "
-            f"({params['recipes']} x {params['families']} x {params['latent_dims']} x {params['seeds']})"
+            f"run {run} is not in params.yaml's matrix: recipes x families "
+            f"({params['recipes']} x {params['families']}), subset_recipes x subset_families "
+            f"({params['subset_recipes']} x {params['subset_families']}), each x latent_dims x seeds "
+            f"({params['latent_dims']} x {params['seeds']})"
         )
     # Collapsed or diverged models drift into subnormal floats, which are ~2x
     # slower on CPUs; flushing them to zero changes nothing measurable.

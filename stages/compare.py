@@ -9,7 +9,7 @@ def main() -> None:
     parse_args(__doc__)
     params = checked_params()
     run_list = runs(params)  # from params, not a glob: stale files of dropped runs stay ignored
-    loaded = cells.load_runs(run_list)
+    loaded = cells.load_runs(run_list, params)
     comparison.write_comparison(
         loaded,
         comparison.load_curves(run_list, loaded),

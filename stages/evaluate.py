@@ -25,14 +25,15 @@ from vae.data import load_split, scored_test_images, to_float
 from vae.evaluation import full_report
 from vae.losses import evaluate
 from vae.metrics import BINARIZED_METRICS, METRICS, divergence
+from vae.params import stage
 
 
 def main() -> None:
     args = parse_args(__doc__, per="run")
     params, run = run_params(args)
-    refuse_if_restore_only("evaluate", run)
+    refuse_if_restore_only(stage(params, "evaluate", args.recipe, run))
     ev, dataset = params["eval"], params["data"]["dataset"]
-    model, state = load_model(paths.model(run), args.family, args.z)
+    model, state = load_model(paths.model(run), args.family, args.z, stage(params, "train", args.recipe, run))
     if params["train"]["channels_last"]:  # the IW bound decodes K samples per image: use the fast layout
         model = model.to(memory_format=torch.channels_last)
     # How the model was trained says what it is scored on; the model file (a dep) records it, so no param is read.

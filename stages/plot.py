@@ -9,14 +9,14 @@ from vae import paths, plots
 from vae.checkpoints import load_model
 from vae.data import DATASETS, load_split, scored_test_images, to_float
 from vae.evaluation import posterior_stats
-from vae.params import cell_name
+from vae.params import cell_name, stage
 
 
 def main() -> None:
     args = parse_args(__doc__, per="cell")
     params, run = run_params(args)
     cfg, dataset = params["plot"], params["data"]["dataset"]
-    model, state = load_model(paths.model(run), args.family, args.z)
+    model, state = load_model(paths.model(run), args.family, args.z, stage(params, "train", args.recipe, run))
     out = paths.run_plots(cell_name(args.recipe, args.family, args.z))
     images, labels = load_split(paths.data(dataset), dataset, "test")
     # A binarized run is shown the test images it was scored on: the fixed binarization.

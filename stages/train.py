@@ -30,13 +30,14 @@ from vae import paths
 from vae.checkpoints import save_model
 from vae.data import MANIFEST, load_split, scored_test_images, to_float
 from vae.models import count_parameters
+from vae.params import stage
 from vae.training import blew_up, train, write_history
 
 
 def main() -> None:
     args = parse_args(__doc__, per="run")
-    _, run = run_params(args)
-    refuse_if_restore_only("train", run)
+    params, run = run_params(args)
+    refuse_if_restore_only(stage(params, "train", args.recipe, run))
     # Everything this run reads of params.yaml, as `check` validated and resolved it: its one dependency on
     # params, so a change to another family's or recipe's settings leaves it up to date.
     declared = read_settings(args.recipe, args.family)

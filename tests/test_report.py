@@ -477,15 +477,16 @@ def test_evaluate_and_compare_share_one_definition_of_diverged(tmp_path):
     with h.open() as f:
         rows = list(csv.DictReader(f))
     assert divergence(rows) == "training −ELBO 1.46e+20 in the last epoch, 180.0 at best"
-    assert stats.diverged(pd.read_csv(h)) and stages.evaluate.divergence is divergence
+    assert divergence(pd.read_csv(h).to_dict("records")) and stages.evaluate.divergence is divergence
+    assert stats.divergence is divergence  # compare's reader (vae/cells.py load_run) asks the same function
     h.write_text("epoch,train_total,test_total\n1,180.0,170.0\n2,nan,nan\n")
     with h.open() as f:
         assert divergence(list(csv.DictReader(f))).startswith("loss not finite in epoch 2")
-    assert stats.diverged(pd.read_csv(h))
+    assert divergence(pd.read_csv(h).to_dict("records"))
     h.write_text("epoch,train_total,test_total\n1,180.0,170.0\n2,150.0,149.0\n")
     with h.open() as f:
         assert divergence(list(csv.DictReader(f))) is None
-    assert not stats.diverged(pd.read_csv(h))
+    assert divergence(pd.read_csv(h).to_dict("records")) is None
 
 
 def test_a_collapsed_cells_negative_mi_is_shown_as_noise_with_its_standard_error(tmp_path, monkeypatch):
@@ -495,6 +496,10 @@ def test_a_collapsed_cells_negative_mi_is_shown_as_noise_with_its_standard_error
     runs["mutual_info_se"] = [0.0101, 0.02]
     table = re.sub(r" +", " ", report.recipe_table(stats.aggregate(runs), runs))
     assert "| -0.01 (0 within noise: SE 0.01) |" in table and "| 2.50 |" in table
+    # Far below 0 is no noise: the SE is shown, not the claim.
+    runs["mutual_info"] = [-0.5, 2.5]
+    table = re.sub(r" +", " ", report.recipe_table(stats.aggregate(runs), runs))
+    assert "| -0.50 (SE 0.01) |" in table
 
 
 def test_an_iwae_recipe_is_ranked_by_its_bound_alone(tmp_path, monkeypatch):

@@ -34,11 +34,13 @@ def test_every_train_stage_of_both_groups_is_compared_and_summed_up(tmp_path, mo
         entry("train", "study-conv-2-0", "m1", "h1", "old"),
         entry("train_subset", "iwae-deep_mlp-2-0", "m2", "h2", "old"),
         entry("train", "tuned-conv-2-0", "m3", "h3", "old"),
+        entry("train", "iwae-simple_mlp-2-0", "m4", "h4", "old"),  # its recipe then in `recipes`
     ]
     after = [
         entry("train", "study-conv-2-0", "m1", "h1", "new"),  # rerun, the same bytes
         entry("train_subset", "iwae-deep_mlp-2-0", "m9", "h9", "new"),  # rerun, another model
         entry("train", "tuned-conv-2-0", "m3", "h3", "old"),  # not yet rerun
+        entry("train_subset", "iwae-simple_mlp-2-0", "m4", "h4", "new"),  # moved to subset_recipes: matched by run
     ]
     (tmp_path / "metrics" / "runs").mkdir(parents=True)
     git("init", "-q", cwd=tmp_path)
@@ -56,7 +58,6 @@ def test_every_train_stage_of_both_groups_is_compared_and_summed_up(tmp_path, mo
     assert (
         "iwae-deep_mlp-2-0            DIFFERS   DIFFERS" in out and "study-conv-2-0               same      same" in out
     )
-    assert (
-        "2 runs rerun (1 not yet): 1 models and 1 histories byte-identical; largest |test -ELBO difference| 1.5000"
-        in out
-    )
+    assert "iwae-simple_mlp-2-0          same      same" in out
+    summary = "3 runs rerun (1 not yet): 2 models and 2 histories byte-identical; largest |test -ELBO difference| 1.5"
+    assert summary in out and "only before: 0, only after: 0" in out

@@ -75,7 +75,7 @@ def test_the_study_on_two_workers_writes_what_a_serial_repro_writes(smoke_study,
     studied = outs(proj)
     shared = {k: v for k, v in serial[2].items() if k[0].startswith(("train@", "evaluate@", "plot@"))}
     assert len(shared) == 9 and {k: studied.get(k) for k in shared} == shared
-    n = len([k for k in studied if k[0].startswith("train@")]) // 2
+    n = len([k for k in studied if k[0].startswith(("train@", "train_subset@"))]) // 2  # the subset recipe's too
     assert f"study: {n}/{n} runs computed" in out
     assert re.search(
         rf"study: {n} runs to compute \(0 up to date\): about .* on 2 workers at once: a training step", out
@@ -83,7 +83,7 @@ def test_the_study_on_two_workers_writes_what_a_serial_repro_writes(smoke_study,
     # One record per computed run: what benchmarks/study_time.py sums into the README's wall time.
     records = [json.loads(line) for line in (proj / "logs" / "study" / "runs.jsonl").read_text().splitlines()]
     assert sorted(r["run"] for r in records) == sorted(
-        {k[0].removeprefix("train@") for k in studied if k[0].startswith("train@")}
+        {k[0].split("@")[1] for k in studied if k[0].startswith(("train@", "train_subset@"))}
     )
     assert {(r["workers"], r["threads"], r["resumed_after_epoch"]) for r in records} == {(2, 1, 0)}
     assert all(0 < r["epoch_seconds"] < r["seconds"]["compute"] for r in records)

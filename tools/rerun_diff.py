@@ -31,8 +31,11 @@ def outputs(lock_text: str, stage: str) -> dict[str, str]:
     return {o["path"]: o["md5"] for o in stages.get(stage, {}).get("outs", [])}
 
 
-def train_stages(lock_text: str) -> set[str]:
-    return {s for s in YAML(typ="safe").load(lock_text)["stages"] if s.startswith(("train@", "train_subset@"))}
+def train_stages(lock_text: str) -> dict[str, str]:
+    """{run: its train stage}, of either group: a run is matched by name, so one whose recipe moved
+    between `recipes` and `subset_recipes` (train@ to train_subset@) is still compared."""
+    stages = YAML(typ="safe").load(lock_text)["stages"]
+    return {s.split("@")[1]: s for s in stages if s.startswith(("train@", "train_subset@"))}
 
 
 def cell(v: float | None, width: int) -> str:
@@ -54,14 +57,14 @@ def main() -> int:
     before, after = train_stages(before_lock), train_stages(after_lock)
     # A lock entry identical to the earlier one (deps included) is that study's run, not yet rerun.
     old_stages, new_stages = (YAML(typ="safe").load(t)["stages"] for t in (before_lock, after_lock))
-    not_rerun = {s for s in before & after if old_stages[s] == new_stages[s]}
-    both = sorted(before & after - not_rerun, key=lambda s: s.split("@")[1])
+    common = before.keys() & after.keys()
+    not_rerun = {r for r in common if old_stages[before[r]] == new_stages[after[r]]}
+    both = sorted(common - not_rerun)
     print(f"{'run':28} {'model':9} {'history':9} {'test -ELBO before':>18} {'after':>9} {'diff':>8}")
     same_model = same_history = 0
     largest = 0.0
-    for stage in both:
-        run = stage.split("@")[1]
-        old, new = outputs(before_lock, stage), outputs(after_lock, stage)
+    for run in both:
+        old, new = outputs(before_lock, before[run]), outputs(after_lock, after[run])
         model = old.get(f"models/{run}.pt") == new.get(f"models/{run}.pt")
         history = old.get(f"metrics/history/{run}.csv") == new.get(f"metrics/history/{run}.csv")
         same_model += model
@@ -78,8 +81,8 @@ def main() -> int:
         )
     print(
         f"\n{len(both)} runs rerun ({len(not_rerun)} not yet): {same_model} models and {same_history} histories byte-identical; "
-        f"largest |test -ELBO difference| {largest:.4f} nats; only before: {len(before - after)}, "
-        f"only after: {len(after - before)}"
+        f"largest |test -ELBO difference| {largest:.4f} nats; only before: {len(before.keys() - after.keys())}, "
+        f"only after: {len(after.keys() - before.keys())}"
     )
     return 0
 

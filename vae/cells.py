@@ -5,8 +5,8 @@ vae/comparison.py (the files compare writes).
 A cell is (recipe, family, z); its runs are its seeds. Its figures are the mean and sample std of the
 seeds that trained well: a diverged seed's figures describe a blown-up model, and a collapsed seed's
 (a real outcome, but another one) would blend two regimes into a mean that describes neither, so both
-are left out and counted beside the mean. A cell whose every seed collapsed shows the mean of them all:
-collapse is then what the family does there.
+are left out and counted beside the mean. A cell with no healthy seed shows the mean of every seed that
+did not diverge: collapse is then what the family does there.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from vae import paths
 from vae.errors import StageError
 from vae.losses import TERMS
 from vae.metrics import BINARIZED_METRICS, METRICS, divergence
-from vae.params import cell_name, run_name
+from vae.params import cell_name, run_name, stage
 
 CELL = ["recipe", "family", "z"]
 
@@ -45,21 +45,18 @@ PUBLISHED_SETUP = {
 }
 
 
-def diverged(history: pd.DataFrame) -> bool:
-    """vae/metrics.py's definition, on a history read with pandas."""
-    return divergence(history.to_dict("records")) is not None
-
-
-def load_runs(run_list: list[tuple[str, str, int, int]]) -> pd.DataFrame:
+def load_runs(run_list: list[tuple[str, str, int, int]], params: dict | None = None) -> pd.DataFrame:
     """One row per run, in params order; the run list comes from params, not a glob,
-    so files left behind by runs no longer in the matrix are ignored."""
-    return mark_in_mean(pd.DataFrame([load_run(*r) for r in run_list]))
+    so files left behind by runs no longer in the matrix are ignored. With params, a missing run's
+    error names its evaluate stage as dvc.yaml does (evaluate_subset@ for a subset recipe's)."""
+    return mark_in_mean(pd.DataFrame([load_run(*r, params=params) for r in run_list]))
 
 
-def load_run(recipe: str, family: str, z: int, seed: int) -> dict:
+def load_run(recipe: str, family: str, z: int, seed: int, params: dict | None = None) -> dict:
     run = run_name(recipe, family, z, seed)
     if not paths.metrics(run).exists() or not paths.details(run).exists():
-        raise StageError(f"{paths.metrics(run)} is missing; run `dvc repro evaluate@{run}`")
+        evaluate = stage(params, "evaluate", recipe, run) if params else f"evaluate@{run}"
+        raise StageError(f"{paths.metrics(run)} is missing; run `dvc repro {evaluate}`")
     m, d = json.loads(paths.metrics(run).read_text()), json.loads(paths.details(run).read_text())
     last = d.get("study_last_batch") or dict.fromkeys(TERMS, math.nan)  # MNIST's grey-level runs only
     why = divergence(pd.read_csv(paths.history(run)).to_dict("records"))
@@ -118,7 +115,11 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         binarized=("binarized", "all"),
         objective=("objective", "first"),
     )
-    return extra.join(ses.mean()).join(stats).reset_index()
+    # MI's Monte Carlo error of the cell's mean over k seeds: √(Σ SE²) / k
+    mi_se = counted.groupby(CELL, sort=False)["mutual_info_se"].agg(
+        lambda se: math.sqrt((se**2).sum()) / max(se.count(), 1)
+    )
+    return extra.join(ses.mean().drop(columns="mutual_info_se")).join(mi_se).join(stats).reset_index()
 
 
 def rank(cells: pd.DataFrame, col: str, how: str) -> list[str]:

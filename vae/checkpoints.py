@@ -38,9 +38,10 @@ def save_model(path: Path, model: VAE, family: str, z: int, model_cfg: dict, ext
     )
 
 
-def load_model(path: Path, family: str, z: int) -> tuple[VAE, dict]:
-    """Load a trained model, refusing one saved for another family or latent size."""
-    rerun = f"rerun `dvc repro train@{path.stem}`"
+def load_model(path: Path, family: str, z: int, producer: str | None = None) -> tuple[VAE, dict]:
+    """Load a trained model, refusing one saved for another family or latent size; an error names the
+    stage that writes it (`producer`, train@RUN by default) to rerun."""
+    rerun = f"rerun `dvc repro {producer or 'train@' + path.stem}`"
     if not path.exists():
         raise CheckpointError(f"{path} does not exist; {rerun}")
     try:

@@ -84,6 +84,7 @@ def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.
     return mutual_information_se(mu, logvar, generator, chunk)[0]
 
 
+@torch.no_grad()
 def mutual_information_se(
     mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator, chunk: int = 256
 ) -> tuple[float, float]:
