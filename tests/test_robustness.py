@@ -154,7 +154,7 @@ def test_a_run_whose_loss_blows_up_is_recorded_and_compare_counts_it(tmp_path, d
     # lr 1 without logvar_clamp: the loss becomes inf or nan within an epoch or two (see above). The run still
     # writes its model (that of its last finite epoch) and history, evaluate marks it, and compare counts it.
     def one_run(p):
-        p.update(recipes=["study"], families=["simple_mlp"], latent_dims=[2], seeds=[0])
+        p.update(recipes=["study"], families=["simple_mlp"], subset_recipes=[], latent_dims=[2], seeds=[0])
         p["data"].update(train_subset=256)
         p["eval"].update(iw_samples=5, literature_iw_samples=2, iw_images=50)
 
