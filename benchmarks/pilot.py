@@ -28,7 +28,7 @@ import torch
 from ruamel.yaml import YAML
 
 from benchmarks.common import load_images, train_scratch
-from vae.config import TRAIN_KEYS, ParamsError, load_params, train_config, validate_train
+from vae.config import TRAIN_KEYS, ParamsError, load_params, train_config, unread_settings, validate_train
 from vae.data import scored_test_images
 from vae.evaluation import iw_estimates
 
@@ -61,8 +61,7 @@ def differences(settings: dict, params: dict, run: str) -> dict:
     """Where a pilot's train settings differ from what params.yaml now gives its run."""
     recipe, family = run.split("-")[:2]
     base = train_config(params, recipe, family, 0) if recipe in params["recipe"] else {**params["train"], "seed": 0}
-    # The IWAE's K means nothing to an ELBO run (whose settings leave it out: stages/check.py).
-    unused = {"device"} | ({"iw_train_samples"} if settings.get("objective", "elbo") == "elbo" else set())
+    unused = {"device"} | unread_settings(settings)
     return {k: v for k, v in settings.items() if k not in unused and base.get(k) != v}
 
 

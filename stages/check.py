@@ -20,7 +20,7 @@ import os
 from stages.common import parse_args, stage_main
 from vae import paths
 from vae.atomic import write_text
-from vae.config import load_params, setting_key, train_config
+from vae.config import load_params, setting_key, train_config, unread_settings
 from vae.params import pairs
 from vae.training import DeviceError, resolve_device
 
@@ -40,9 +40,8 @@ def main() -> None:
 def settings(params: dict, recipe: str, family: str) -> dict:
     """What train@RECIPE-FAMILY-Z-SEED reads, for every Z and SEED (the seed is in the run's name)."""
     train = train_config(params, recipe, family, seed=0)
-    del train["seed"]
-    if train["objective"] != "iwae":  # K means nothing to the ELBO: sweeping it must not rerun ELBO runs
-        del train["iw_train_samples"]
+    for key in {"seed"} | unread_settings(train):
+        del train[key]
     return {
         "data": {k: params["data"][k] for k in ("dataset", "train_subset")},
         "eval": {k: params["eval"][k] for k in ("seed", "batch_size")},

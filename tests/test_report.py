@@ -39,11 +39,11 @@ def _write_run(
         "collapsed": collapsed,
         "diverged": bool(nulls),
     }
-    metrics.update(dict.fromkeys(nulls))
     if binarized:
         metrics.update(iw_bound=binarized[0], iw_bound_se=binarized[1])
         if len(binarized) == 4:  # evaluated since #41: the bound at the published K as well
             metrics.update(iw_bound_lit=binarized[2], iw_bound_lit_se=binarized[3])
+    metrics.update(dict.fromkeys(nulls))
     details = {
         "units": "nats per image",
         "dataset": "mnist",
@@ -428,6 +428,32 @@ def test_verdicts_use_the_bound_at_the_published_k_and_both_sides_noise(tmp_path
     assert cell == pytest.approx({"iw_bound_lit": 131.90, "iw_bound_lit_se": 0.46})
 
 
+def test_a_diverged_seed_does_not_move_the_published_comparison_off_the_published_k(tmp_path, monkeypatch):
+    """A diverged seed's bounds are null (not finite): it is in no mean, so it must not decide the K that the
+    verdicts use for every cell."""
+    monkeypatch.chdir(tmp_path)
+    healthy = [(134.1, 127.0, 7.1, 131.51, 0.46, 131.60, 0.46), (134.6, 127.5, 7.1, 132.11, 0.46, 132.20, 0.46)]
+    for seed, v in enumerate(healthy):
+        _write_run(run_name("binarized", "deep_mlp", 2, seed), *v[:3], binarized=v[3:])
+    _write_run(
+        "binarized-deep_mlp-2-2",
+        900,
+        700,
+        200,
+        False,
+        (300.0, math.nan),
+        ("iw_bound", "iw_bound_lit"),
+        binarized=(0.0, 0.46, 0.0, 0.46),
+    )
+    runs = stats.load_runs([("binarized", "deep_mlp", 2, s) for s in range(3)])
+    assert runs["diverged"].tolist() == [False, False, True]
+    md = re.sub(r" +", " ", report.markdown(runs, stats.aggregate(runs), "mnist"))
+    section = md[md.index("## Binarized MNIST beside published likelihoods") :]
+    assert "| NLL upper bound (K=1000) | NLL upper bound (K=500) | SE over images | noise |" in section
+    # its healthy seeds' figures at K=500; no verdict for a cell with a failed seed (theirs counts every run)
+    assert "| 131.90 ± 0.42 (2/3 seeds) | 0.46 | 0.63 | not compared: a seed collapsed or diverged |" in section
+
+
 def test_the_verdict_rule_counts_the_published_spread():
     # 0.70 below with our noise 0.62 alone would be ahead; with a published spread of 0.73 it is level.
     assert stats.verdict(131.80, math.hypot(0.62, 0.73), 132.50) == "level (-0.70 ± 0.96)"
@@ -493,6 +519,8 @@ def test_a_collapsed_cells_negative_mi_is_shown_as_noise_with_its_standard_error
     # The study's deep MLP at z=1 printed MI -0.0145: one z per image leaves a Monte Carlo error around the true 0.
     runs, _ = _runs(tmp_path, monkeypatch, {"study-deep_mlp-1": [(206, 206, 0, True)], "study-conv-1": [(160, 155, 5)]})
     runs["mutual_info"] = [-0.0145, 2.5]
+    # evaluated before #41: no SE recorded, so none is claimed (not an SE of 0)
+    assert stats.aggregate(runs)["mutual_info_se"].isna().all()
     runs["mutual_info_se"] = [0.0101, 0.02]
     table = re.sub(r" +", " ", report.recipe_table(stats.aggregate(runs), runs))
     assert "| -0.01 (0 within noise: SE 0.01) |" in table and "| 2.50 |" in table

@@ -3,8 +3,11 @@
     python tools/rerun_diff.py 6bc74ab            # every run both commits have, and a summary
 
 For each run in both dvc.locks: whether the model and the history are byte-identical (their md5s in
-dvc.lock), and the difference in test -ELBO (`total`: the earlier commit's metrics/runs/RUN.json from
-git, this checkout's from the workspace, `dvc pull` brings it). Runs only one side has are counted.
+dvc.lock), and the difference in test -ELBO. Then, for every metric column, the largest difference over the
+runs with an identical model (the evaluation's own change: 0 where it changed nothing) and over all of them.
+Each run's figures are its seed's in metrics/comparison.json (`per_seed`): the earlier commit's from git,
+this checkout's from the workspace (compare writes it; metrics/runs/ is not in git). Runs only one side has
+are counted.
 """
 
 from __future__ import annotations
@@ -42,8 +45,21 @@ def cell(v: float | None, width: int) -> str:
     return f"{v:{width}.4f}" if v is not None else f"{'?':>{width}}"
 
 
-def total(text: str | None) -> float | None:
-    return None if text is None else json.loads(text).get("total")
+def figures(text: str | None) -> dict[str, dict[str, float | None]]:
+    """{run: {column: its seed's value}} from a comparison.json (metrics/comparison.json's per_seed)."""
+    runs: dict[str, dict[str, float | None]] = {}
+    for recipe, cells in (json.loads(text) if text else {}).items():
+        for name, c in cells.items():
+            for col, v in c.items():
+                for seed, x in (v.get("per_seed", {}) if isinstance(v, dict) else {}).items():
+                    runs.setdefault(f"{recipe}-{name}-{seed}", {})[col] = x
+    return runs
+
+
+def largest(diffs: list[dict[str, float]]) -> dict[str, float]:
+    """{column: the largest |difference| over the runs}."""
+    cols = dict.fromkeys(c for d in diffs for c in d)
+    return {c: max(abs(d[c]) for d in diffs if c in d) for c in cols}
 
 
 def main() -> int:
@@ -60,30 +76,35 @@ def main() -> int:
     common = before.keys() & after.keys()
     not_rerun = {r for r in common if old_stages[before[r]] == new_stages[after[r]]}
     both = sorted(common - not_rerun)
+    old_figures = figures(git_show(args.rev, "metrics/comparison.json"))
+    path = ROOT / "metrics" / "comparison.json"
+    new_figures = figures(path.read_text() if path.exists() else None)
     print(f"{'run':28} {'model':9} {'history':9} {'test -ELBO before':>18} {'after':>9} {'diff':>8}")
     same_model = same_history = 0
-    largest = 0.0
+    diffs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
     for run in both:
         old, new = outputs(before_lock, before[run]), outputs(after_lock, after[run])
         model = old.get(f"models/{run}.pt") == new.get(f"models/{run}.pt")
         history = old.get(f"metrics/history/{run}.csv") == new.get(f"metrics/history/{run}.csv")
         same_model += model
         same_history += history
-        path = f"metrics/runs/{run}.json"
-        t0 = total(git_show(args.rev, path))
-        t1 = total((ROOT / path).read_text()) if (ROOT / path).exists() else None
-        diff = None if t0 is None or t1 is None else t1 - t0
-        if diff is not None:
-            largest = max(largest, abs(diff))
+        f0, f1 = old_figures.get(run, {}), new_figures.get(run, {})
+        # a column both sides have, finite on both (a diverged run's null figures are not compared)
+        d = {c: b - a for c, a in f0.items() if a is not None and (b := f1.get(c)) is not None}
+        diffs[model].append(d)
+        t0, t1 = f0.get("total"), f1.get("total")
         print(
             f"{run:28} {'same' if model else 'DIFFERS':9} {'same' if history else 'DIFFERS':9} "
-            f"{cell(t0, 18)} {cell(t1, 9)} {cell(diff, 8)}"
+            f"{cell(t0, 18)} {cell(t1, 9)} {cell(d.get('total'), 8)}"
         )
     print(
-        f"\n{len(both)} runs rerun ({len(not_rerun)} not yet): {same_model} models and {same_history} histories byte-identical; "
-        f"largest |test -ELBO difference| {largest:.4f} nats; only before: {len(before.keys() - after.keys())}, "
-        f"only after: {len(after.keys() - before.keys())}"
+        f"\n{len(both)} runs rerun ({len(not_rerun)} not yet): {same_model} models and {same_history} histories "
+        f"byte-identical; only before: {len(before.keys() - after.keys())}, only after: {len(after.keys() - before.keys())}"
     )
+    same, every = largest(diffs[True]), largest(diffs[True] + diffs[False])
+    print(f"\n{'largest |difference|':22} {'identical models':>17} {'all rerun':>10}")
+    for col in every:
+        print(f"{col:22} {cell(same.get(col), 17)} {cell(every[col], 10)}")
     return 0
 
 

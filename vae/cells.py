@@ -104,7 +104,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     stats = counted.groupby(CELL, sort=False)[[*METRICS, "iw_bound_lit"]].agg(["mean", "std", "min", "max"])
     stats.columns = [f"{c}_{s}" if s != "mean" else c for c, s in stats.columns]
     # an SE over images: its mean over the seeds in the mean
-    ses = counted.groupby(CELL, sort=False)[[c for c in BINARIZED_METRICS if c.endswith("_se")] + ["mutual_info_se"]]
+    ses = counted.groupby(CELL, sort=False)[[c for c in BINARIZED_METRICS if c.endswith("_se")]].mean()
     extra = grouped.agg(
         cell=("cell", "first"),
         seeds=("seed", "size"),
@@ -115,11 +115,11 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         binarized=("binarized", "all"),
         objective=("objective", "first"),
     )
-    # MI's Monte Carlo error of the cell's mean over k seeds: √(Σ SE²) / k
+    # MI's standard error of the cell's mean over k seeds: √(Σ SE²) / k; none where no seed recorded one
     mi_se = counted.groupby(CELL, sort=False)["mutual_info_se"].agg(
-        lambda se: math.sqrt((se**2).sum()) / max(se.count(), 1)
+        lambda se: math.sqrt((se**2).sum()) / se.count() if se.count() else math.nan
     )
-    return extra.join(ses.mean().drop(columns="mutual_info_se")).join(mi_se).join(stats).reset_index()
+    return extra.join(ses).join(mi_se).join(stats).reset_index()
 
 
 def rank(cells: pd.DataFrame, col: str, how: str) -> list[str]:

@@ -199,6 +199,12 @@ def elbo_only_setting(train: dict) -> str | None:
     return next((k for k in ("kl_warmup_epochs", "free_bits") if train[k] != 0), None)
 
 
+def unread_settings(train: dict) -> set[str]:
+    """Train settings that a run's training never reads: the IWAE's K means nothing to the ELBO, so a run's
+    settings (stages/check.py) leave it out, and sweeping K reruns only the IWAE runs."""
+    return {"iw_train_samples"} if train.get("objective", "elbo") != "iwae" else set()
+
+
 def _names_and_matrix(params: dict) -> None:
     names, defs = params["recipes"], params["recipe"]
     for name in names:

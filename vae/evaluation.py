@@ -95,9 +95,11 @@ def mutual_information_se(
     the estimate at log(batch size); over all N it is at most log N (9.21 nats for 10,000 test images),
     as x carries log N nats. The z's are scored `chunk` at a time: memory O(chunk * N * z).
 
-    With its Monte Carlo standard error: one z per image, so the estimate scatters around the true MI by the
-    SE over images of each image's term. A collapsed run's MI is 0, and its estimate can come out a little
-    below 0 (about one SE): noise, not a negative information.
+    With its standard error over images: one z per image, so the SE over images of each image's term. It counts
+    the draw of the test images as well as of the z's, so it bounds the Monte Carlo error from above; for a
+    collapsed run (every posterior the prior, the terms differ by their z alone) the two are the same. A
+    collapsed run's MI is 0, and its estimate can come out a little below 0 (about one SE): noise, not a
+    negative information.
     """
     n, d = mu.shape
     # E_q(z|x)[log q(z|x)] is the negative entropy of a Gaussian: analytic.

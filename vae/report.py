@@ -217,10 +217,12 @@ def published_comparison(cells: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
     values = {name: v for figures in PUBLISHED.values() for name, v in figures.items()}
     spreads = {name: v for figures in PUBLISHED_SPREAD.values() for name, v in figures.items()}
     k = common_value(runs, "iw_samples")
-    # At the published K (the first K of the same draws) where every run reports it; at our K otherwise.
-    at_lit = bool(runs["iw_bound_lit"].notna().all())
+    # At the published K (the first K of the same draws) where every run in a mean reports it; at our K
+    # otherwise. A diverged seed's bounds are null and it is in no mean: it does not decide.
+    counted = runs[runs["in_mean"]]
+    at_lit = bool(counted["iw_bound_lit"].notna().all())
     # (a float column: grey-level runs have none)
-    k_lit = "/".join(str(v) for v in sorted({int(v) for v in runs["iw_samples_lit"]})) if at_lit else k
+    k_lit = "/".join(str(v) for v in sorted({int(v) for v in counted["iw_samples_lit"]})) if at_lit else k
     header = ["recipe", "family", "z", "−ELBO", f"NLL upper bound (K={k})"]
     header += [f"NLL upper bound (K={k_lit})"] if at_lit else []
     header += ["SE over images", "noise", *(f"vs {name} ({values[name]:.2f} ± {spreads[name]:.2f})" for name in models)]
