@@ -15,6 +15,7 @@ from tests.smoke import ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
 import engine_cluster  # noqa: E402
+import engine_plan  # noqa: E402
 import study  # noqa: E402
 
 
@@ -91,3 +92,19 @@ def test_a_stage_on_a_dask_worker_does_not_inherit_the_nannys_malloc_trim_thresh
         cluster.close()
     assert worker == "65536", "Dask's default changed: this test no longer sees what it guards against"
     assert stage is None
+
+
+def test_the_calibration_times_its_steps_in_a_process_as_a_stage_would():
+    """The estimate's calibration ran in the Dask worker's own process, under the nanny's malloc setting: its
+    steps took 1.5-2x a run's, and the study printed an estimate that much too long."""
+    params = study.load_params(ROOT / "params.yaml")
+    client, cluster = engine_cluster.connect(Namespace(scheduler=None, workers=1, dashboard=False, gpus_per_run=0))
+    try:
+        seen = study.submit(client, engine_plan.as_a_stage, str(ROOT), "os:getenv", ["MALLOC_TRIM_THRESHOLD_"], 1)
+        worker = study.submit(client, os.getenv, "MALLOC_TRIM_THRESHOLD_")
+        assert (worker.result(60), seen.result(60)) == ("65536", None)
+        seconds = engine_plan.calibrate_workers(client, params, 1, ["simple_mlp"])
+        assert 0 < seconds["simple_mlp"] < 60, "ten training steps, timed in the stage-like process"
+    finally:
+        client.close()
+        cluster.close()

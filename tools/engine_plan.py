@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -103,22 +106,33 @@ def calibrate(params: dict, threads: int, families: list[str]) -> dict[str, floa
 
 def calibrate_workers(client, params: dict, threads: int, families: list[str]) -> dict[str, float]:
     """calibrate() on every worker at once, so the steps share the machine as the runs will: two 1-thread
-    runs on the 2-core machine each take about 1.5x as long as one alone (benchmarks/study_runs.jsonl)."""
-
-    def warm_up(root: str) -> None:  # imports and torch's first optimizer, untimed, before the timed steps
-        sys.path.insert(0, root)
-        import torch
-
-        from vae.models import build_model
-
-        torch.optim.Adam(build_model(families[0], 2, params["models"][families[0]]).parameters())
-
+    runs on the 2-core machine each take about 1.5x as long as one alone (benchmarks/study_runs.jsonl).
+    Each times in a process of its own, as a stage would (as_a_stage): a Dask worker's own process
+    has its nanny's malloc setting, which made every step 1.5-2x slower than a run's."""
     # One task per worker; a worker that dies meanwhile leaves its task to another, not waiting forever.
     each = {"pure": False, "allow_other_workers": True}
     workers = list(client.scheduler_info()["workers"])
-    client.gather([client.submit(warm_up, str(ROOT), workers=[w], **each) for w in workers])
-    timed = client.gather([client.submit(calibrate, params, threads, families, workers=[w], **each) for w in workers])
+    call = [str(ROOT), "engine_plan:calibrate", [params, threads, families], threads]
+    timed = client.gather([client.submit(as_a_stage, *call, workers=[w], **each) for w in workers])
     return {f: sum(t[f] for t in timed) / len(timed) for f in families}
+
+
+def as_a_stage(root: str, target: str, args: list, threads: int):
+    """MODULE:FUNCTION(*args) of the checkout at root, in a process of its own with the environment a stage
+    gets on a worker (engine_worker.stage_env); its result, through JSON."""
+    import engine_worker
+
+    code = (
+        "import importlib, json, sys; args = json.load(sys.stdin); module, _, fn = sys.argv[1].partition(':'); "
+        "print(json.dumps(getattr(importlib.import_module(module), fn)(*args)))"
+    )
+    env = {**engine_worker.stage_env(threads), "PYTHONPATH": os.pathsep.join([root, str(Path(root) / "tools")])}
+    r = subprocess.run(
+        [sys.executable, "-c", code, target], input=json.dumps(args), env=env, capture_output=True, text=True
+    )
+    if r.returncode:
+        raise RuntimeError(f"{target} failed on a worker: {r.stderr.strip()[-2000:]}")
+    return json.loads(r.stdout.splitlines()[-1])
 
 
 def estimate(todo, args, params: dict, client=None) -> tuple[str, dict[str, tuple[float, float]]]:
