@@ -75,7 +75,7 @@ def stage_env(threads: int) -> dict:
     # Dask's nanny gives its worker MALLOC_TRIM_THRESHOLD_=65536 (distributed.nanny.pre-spawn-environ), so a
     # long-lived worker hands freed memory back. A training process that inherits it hands back and faults in
     # its activations every step: an IWAE run spent 31% of its CPU time in the kernel (61M page faults in
-    # 10 min). glibc's own default keeps them; the figures do not change (docs/speed.md).
+    # 14 min). glibc's own default keeps them; the figures do not change (docs/speed.md).
     inherited = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
     return {
         **inherited,
