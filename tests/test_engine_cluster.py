@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from argparse import Namespace
 from importlib.metadata import version
 from pathlib import Path
@@ -104,6 +106,47 @@ def test_the_embedded_cluster_refuses_a_client_without_its_credentials():
         cluster.close()
 
 
+PAGES = ("/health", "/metrics", "/json/identity.json", "/info/main/workers.html")
+
+
+def pages(port: int) -> dict:
+    """What each of Dask's HTTP pages answers on 127.0.0.1:port, over plain HTTP, asked by anyone."""
+    answers = {}
+    for page in PAGES:
+        try:
+            answers[page] = urllib.request.urlopen(f"http://127.0.0.1:{port}{page}", timeout=10).status
+        except urllib.error.HTTPError as e:
+            answers[page] = e.code
+    return answers
+
+
+def http_ports(client, cluster) -> list[int]:
+    """The HTTP port of the embedded scheduler and of each of its workers."""
+    workers = client.run(lambda dask_worker: dask_worker.http_server.port)
+    return [cluster.scheduler.http_server.port, *workers.values()]
+
+
+def test_without_dashboard_the_embedded_cluster_serves_no_page():
+    """Dask opens an HTTP server on its scheduler (:8787) and each worker even with no dashboard; the
+    scheduler's pages name every worker's address and show its logs, to any user, outside the cluster's TLS."""
+    client, cluster = engine_cluster.connect(options(workers=2))
+    try:
+        ports = http_ports(client, cluster)
+        assert len(ports) == 3 and 8787 not in ports, ports  # a free port, not one another cluster may hold
+        assert [pages(port) for port in ports] == [dict.fromkeys(PAGES, 404)] * 3
+    finally:
+        client.close()
+        cluster.close()
+    client, cluster = engine_cluster.connect(options(dashboard=True))  # in the same process: asked, they come back
+    try:
+        scheduler, worker = http_ports(client, cluster)
+        assert pages(scheduler) == dict.fromkeys(PAGES, 200)
+        assert pages(worker)["/health"] == 200
+    finally:
+        client.close()
+        cluster.close()
+
+
 @pytest.mark.parametrize("address", ["tcp://10.0.0.1:8786", "10.0.0.1:8786", "ws://10.0.0.1:8786"])
 def test_a_scheduler_without_tls_is_refused_unless_insecure(address):
     line, _ = refused(engine_cluster.check_options, options(scheduler=address))
@@ -132,7 +175,7 @@ def tls_scheduler(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tls")
     ours = credentials(folder, "ours")
     cluster = LocalCluster(
-        n_workers=1, processes=False, host="127.0.0.1", security=ours["security"], dashboard_address=None
+        n_workers=1, processes=False, host="127.0.0.1", security=ours["security"], dashboard_address="127.0.0.1:0"
     )
     yield cluster.scheduler_address, ours, credentials(folder, "other")
     cluster.close()

@@ -137,6 +137,22 @@ def probe(args) -> None:
         )
 
 
+def http_routes(dashboard: bool) -> dict:
+    """Dask's HTTP pages for the embedded cluster: all of them with --dashboard, none without.
+
+    Dask opens an HTTP server on its scheduler and on every worker even without a dashboard, and serves
+    /metrics, /health, /json/identity.json and /info (the workers' addresses, logs and call stacks) there
+    in plain text to anyone on the machine, outside the TLS that guards the cluster itself. With no routes
+    every request is a 404. Set globally rather than in a `with`: a nanny that restarts its worker later
+    hands it this configuration again."""
+    from distributed.config import defaults
+
+    return {
+        f"distributed.{node}.http.routes": defaults["distributed"][node]["http"]["routes"] if dashboard else []
+        for node in ("scheduler", "worker")
+    }
+
+
 def connect(args):
     """(client, the embedded cluster or None), every worker checked to run our versions."""
     import dask
@@ -160,13 +176,15 @@ def connect(args):
         except (OSError, TimeoutError) as e:
             refuse(f"--scheduler {args.scheduler}: {str(e).splitlines()[0]}")
     else:
+        dask.config.set(http_routes(args.dashboard))
         cluster = LocalCluster(
             n_workers=args.workers,
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
             security=True,
-            dashboard_address="127.0.0.1:8787" if args.dashboard else None,
+            # With no address Dask still opens its HTTP server, on :8787; port 0 takes a free one instead.
+            dashboard_address="127.0.0.1:8787" if args.dashboard else "127.0.0.1:0",
             resources={"GPU": 1} if args.gpus_per_run else None,
         )
         client = Client(cluster)

@@ -23,7 +23,7 @@ Results come home only through DVC's remote and run-cache: the project's default
 dvc-remote/, kept in git (.dvc/config). Where no default remote is configured, a local one
 is set up in .dvc/config.local (`--remote` names another).
 The embedded cluster listens on 127.0.0.1 only, behind temporary TLS credentials, with no dashboard
-unless `--dashboard`; an external scheduler must be tls:// unless `--insecure` (tools/engine_cluster.py).
+nor any other HTTP page unless `--dashboard`; an external scheduler must be tls:// unless `--insecure` (tools/engine_cluster.py).
 Ctrl-C or SIGTERM stops every run, waits for every DVC process to exit and leaves
 dvc.lock whole; the same command again redoes only what is not in the run-cache, and a run
 stopped mid-training resumes from its last epoch (checkpoints are kept per machine, in
