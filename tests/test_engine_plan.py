@@ -22,12 +22,14 @@ def test_a_family_without_a_measured_cost_is_planned_calibrated_and_named(monkey
     assert len(every) == len(set(every_run for every_run, _ in every)) and any("-deep_mlp-" in r for r, _ in every)
     todo = engine_plan.plan(params, only=r"^tuned-(simple|deep)_mlp-2-0$")
     here = Namespace(scheduler=None, threads=1, workers=2)
-    line, cost = engine_plan.estimate(todo, here, params)  # a real calibration of both families, here
+    line, cost, _ = engine_plan.estimate(todo, here, params)  # a real calibration of both families, here
     assert "deep_mlp: no measured cost, estimated from its own timed steps" in line, line
     # Costed from its own steps at the measured families' rate: near what it really takes (4.5 min).
     assert 1 < cost["deep_mlp"][0] < 20, cost
     assert [run for run, _ in todo] == ["tuned-deep_mlp-2-0", "tuned-simple_mlp-2-0"], "longest first"
-    line, cost = engine_plan.estimate(todo, Namespace(scheduler="tls://elsewhere:8786", threads=1, workers=2), params)
+    line, cost, _ = engine_plan.estimate(
+        todo, Namespace(scheduler="tls://elsewhere:8786", threads=1, workers=2), params
+    )
     assert "(deep_mlp: no measured cost, counted as the costliest family)" in line, line
     assert cost["deep_mlp"] == (27, 19)
 

@@ -406,8 +406,33 @@ def test_the_estimate_scales_our_machines_minutes_by_the_calibration(monkeypatch
         "calibrate",
         lambda params, threads, families: {f: 2 * engine_plan.CALIBRATION_S[f] for f in families},
     )
-    line, _ = study.estimate(todo, Namespace(scheduler=None, threads=1, workers=2), params)
+    line, _, pace = study.estimate(todo, Namespace(scheduler=None, threads=1, workers=2), params)
+    assert pace == 2.0
     assert line.startswith("about 32 min of training") and "so 16 min on 2" in line and "2.00x as long" in line
+
+
+def test_the_time_left_is_the_runs_left_at_the_pace_of_whole_runs_shared_by_the_workers():
+    params = study.load_params(ROOT / "params.yaml")
+    todo = engine_plan.plan(params, only=r"^binarized-deep_mlp-")  # 6 runs of one cost, m minutes each
+    m = engine_plan.minutes(todo[0][0], params)
+
+    def record(run: str, minutes: float, log: str = "") -> dict:
+        result = {"run": run, "host": "vm", "seconds": {"compute": 60 * minutes, "workspace": 1, "push": 1}, "log": log}
+        return study.run_record(result, 2, 1, "2026-12-07T00:00:00Z")
+
+    def left(records: list[dict], at_once: int = 2) -> float:
+        line = engine_plan.progress(todo, records, {}, time.monotonic() - 3600, params, None, 1.5, at_once)
+        return float(re.search(r"about (\d+) min left", line).group(1))
+
+    first, second, third = (run for run, _ in todo[:3])
+    # The estimate's pace (1.5) until a run has finished whole; the hour of wall time so far counts for nothing.
+    assert left([]) == pytest.approx(1.5 * 6 * m / 2, abs=1)
+    resumed = record(first, 0.2 * m, f"{first}: resuming after epoch 40 from checkpoints/{first}.pt")
+    restored = record(second, 0.01 * m, f"Stage 'train@{second}' is cached - skipping run")
+    assert left([resumed, restored]) == pytest.approx(1.5 * 4 * m / 2, abs=1)
+    # A whole run at twice its expected minutes: the other 3 will take twice theirs, 2 at a time.
+    assert left([resumed, restored, record(third, 2 * m)]) == pytest.approx(2 * 3 * m / 2, abs=1)
+    assert left([resumed, restored, record(third, 2 * m)], at_once=3) == pytest.approx(2 * 3 * m / 3, abs=1)
 
 
 def test_dry_prints_each_runs_worker_command_and_takes_nothing(monkeypatch, capsys):

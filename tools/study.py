@@ -92,9 +92,10 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
     stop = Event(snapshot["stop"], client=client)
     stop.clear()
     done: list[dict] = []
+    records: list[dict] = []  # done's, as benchmarks/study_runs.jsonl has them
     failed: dict[str, str] = {}
     futures: dict = {}  # filled one by one: a signal at any moment waits for what was submitted
-    cost = None
+    cost, pace = None, 1.0
 
     def finished(future, run: str) -> None:
         r = future.result() if future.status == "finished" else None
@@ -107,25 +108,29 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
             failed[run] = str(future.exception())
             write_log(run, failed[run])
             lost = " (its worker died twice)" if type(future.exception()).__name__ == "KilledWorker" else ""
-            say(f"{run} FAILED{lost}: logs/study/{run}.log {progress(todo, done, failed, t0, params, cost)}")
+            say(
+                f"{run} FAILED{lost}: logs/study/{run}.log {progress(todo, records, failed, t0, params, cost, pace, at_once)}"
+            )
             return
         done.append(r)
         write_log(run, r["log"])
         unpack(r["tensorboard"], ROOT / "logs" / run)
         s = r["seconds"]
-        record(run_record(r, workers, args.threads, started))
+        records.append(run_record(r, workers, args.threads, started))
+        record(records[-1])
         say(
             f"{run} done on {r['host']} in {s['compute'] / 60:.1f} min "
             f"(+{s['workspace'] + s['push']:.0f} s workspace and push) "
-            f"{progress(todo, done, failed, t0, params, cost)}"
+            f"{progress(todo, records, failed, t0, params, cost, pace, at_once)}"
         )
 
     try:
-        line, cost = estimate(todo, args, params, None if args.scheduler else client)
+        line, cost, pace = estimate(todo, args, params, None if args.scheduler else client)
         say(f"{headline}: {line}")
         # The calibration may have costed a family it had no figure for: longest first, by its cost.
         todo = sorted(todo, key=lambda t: -engine_plan.minutes(t[0], params, cost))
         workers = len(client.scheduler_info()["workers"])
+        at_once = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())  # a run per worker thread
         t0 = time.monotonic()
         started = utc_now()
         data = client.scatter(bundle, broadcast=True)
