@@ -108,3 +108,21 @@ def test_the_calibration_times_its_steps_in_a_process_as_a_stage_would():
     finally:
         client.close()
         cluster.close()
+
+
+def test_each_run_records_the_kind_of_cpu_its_bytes_depend_on():
+    """Conv bytes differ between a Zen 3 (AVX2) machine and the ones that trained 8f41608, from the same code:
+    the record names each run's CPU and its widest vector instructions (oneDNN's kernels follow them)."""
+    import engine_worker
+
+    def cpuinfo(flags: str) -> str:
+        core = f"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC 9454\nflags\t\t: {flags}\n"
+        return core + "\n" + core.replace(": 0", ": 1")
+
+    assert (
+        engine_worker.cpu(cpuinfo("fpu sse2 avx avx2 avx512f avx512bw"))
+        == "AMD EPYC 9454 (family 25, model 17), avx512f"
+    )
+    assert engine_worker.cpu(cpuinfo("fpu sse2 avx fma avx2")).endswith(", avx2")
+    assert engine_worker.cpu(cpuinfo("fpu sse2")).endswith(", sse2")
+    assert engine_worker.cpu().count(",") >= 2  # this machine's, read from /proc/cpuinfo

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import atomic_dvc  # noqa: E402
 import engine_checkout  # noqa: E402
 import engine_plan  # noqa: E402
+import engine_worker  # noqa: E402
 import study  # noqa: E402
 
 from benchmarks import study_time  # noqa: E402
@@ -86,6 +87,7 @@ def test_the_study_on_two_workers_writes_what_a_serial_repro_writes(smoke_study,
         {k[0].split("@")[1] for k in studied if k[0].startswith(("train@", "train_subset@"))}
     )
     assert {(r["workers"], r["threads"], r["resumed_after_epoch"]) for r in records} == {(2, 1, 0)}
+    assert {r["cpu"] for r in records} == {engine_worker.cpu()}  # the kind of machine each run's bytes came from
     assert all(0 < r["epoch_seconds"] < r["seconds"]["compute"] for r in records)
     assert f"| all | | {n} |" in study_time.summary(records)
     # The coordinator restored both stages of each run from the run-cache; it ran no training.
@@ -417,7 +419,13 @@ def test_the_time_left_is_the_runs_left_at_the_pace_of_whole_runs_shared_by_the_
     m = engine_plan.minutes(todo[0][0], params)
 
     def record(run: str, minutes: float, log: str = "") -> dict:
-        result = {"run": run, "host": "vm", "seconds": {"compute": 60 * minutes, "workspace": 1, "push": 1}, "log": log}
+        result = {
+            "run": run,
+            "host": "vm",
+            "cpu": "AMD EPYC",
+            "seconds": {"compute": 60 * minutes, "workspace": 1, "push": 1},
+            "log": log,
+        }
         return study.run_record(result, 2, 1, "2026-12-07T00:00:00Z")
 
     def left(records: list[dict], at_once: int = 2) -> float:

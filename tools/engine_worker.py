@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import platform
 import re
 import shutil
 import signal
@@ -180,10 +181,29 @@ def run_task(run: str, stages: list[str], snapshot: dict, bundle: bytes, threads
     return {
         "run": run,
         "host": socket.gethostname(),
+        "cpu": cpu(),
         "seconds": seconds,
         "log": log.read_text(),
         "tensorboard": pack(ws / "logs" / run),
     }
+
+
+def cpu(cpuinfo: str | None = None) -> str:
+    """The processor a run trained on, as far as its bytes depend on it: convolutions go through oneDNN,
+    whose kernels are generated for the widest vector instructions the CPU has. 8f41608's own code gives
+    other conv bytes on a Zen 3 (AVX2) machine than on the machines that trained its runs, and the
+    same MLP bytes (docs/reproducibility.md): the record says which kind of machine made each run."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux
+            return platform.processor() or platform.machine()
+    first = dict(
+        (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in cpuinfo.split("\n\n")[0].splitlines())
+    )
+    flags = set(first.get("flags", "").split())
+    widest = next((isa for isa in ("avx512f", "avx2", "avx", "sse2") if isa in flags), platform.machine())
+    return f"{first.get('model name', '?')} (family {first.get('cpu family', '?')}, model {first.get('model', '?')}), {widest}"
 
 
 def remove_workspaces(commit: str) -> None:

@@ -214,6 +214,7 @@ def run_record(result: dict, workers: int, threads: int, started: str) -> dict:
     return {
         "run": result["run"],
         "host": result["host"],
+        "cpu": result["cpu"],
         "study_started": started,
         "finished": utc_now(),
         "workers": workers,
