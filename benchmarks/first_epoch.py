@@ -26,15 +26,15 @@ from tests.smoke import set_params
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 from engine_worker import cpu  # noqa: E402  (the study's record of a run's CPU)
+from rerun_diff import git_show, outputs  # noqa: E402
 
 
 def recorded_history(rev: str, run: str) -> str:
     """The history CSV that `rev`'s dvc.lock records for `run`, from the remote kept in git."""
-    lock = yaml.safe_load(
-        subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    )
-    outs = lock["stages"].get(f"train@{run}", {}).get("outs", [])
-    md5 = next((o["md5"] for o in outs if o["path"] == f"metrics/history/{run}.csv"), None)
+    lock = git_show(rev, "dvc.lock")
+    if lock is None:
+        sys.exit(f"no dvc.lock at {rev}: name a commit of this project's study")
+    md5 = outputs(lock, f"train@{run}").get(f"metrics/history/{run}.csv")
     if md5 is None:
         sys.exit(f"{rev}'s dvc.lock records no train@{run}: name a run it committed (`git show {rev}:dvc.lock`)")
     obj = ROOT / "dvc-remote" / "files" / "md5" / md5[:2] / md5[2:]
