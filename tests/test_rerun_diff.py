@@ -1,5 +1,6 @@
 """tools/rerun_diff.py: a rerun against an earlier commit's study, run by run, both stage groups."""
 
+import hashlib
 import json
 import re
 import subprocess
@@ -24,6 +25,16 @@ def entry(stage: str, run: str, model: str, history: str, dep: str) -> str:
     )
 
 
+def evaluate(stage: str, run: str, text: str) -> str:
+    md5 = hashlib.md5(text.encode()).hexdigest()
+    return f"  {stage}@{run}:\n    cmd: python -m stages.evaluate\n    outs:\n    - path: metrics/runs/{run}.json\n      md5: {md5}\n"
+
+
+def run_json(total: float, kl: float, diverged: bool = False) -> str:
+    """A metrics/runs/RUN.json as evaluate writes it (flags included, which are not figures)."""
+    return json.dumps({"total": total, "kl": kl, "collapsed": False, "diverged": diverged})
+
+
 def git(*args, cwd):
     subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True, capture_output=True
@@ -36,26 +47,50 @@ def test_every_train_stage_of_both_groups_is_compared_and_summed_up(tmp_path, mo
         entry("train_subset", "iwae-deep_mlp-2-0", "m2", "h2", "old"),
         entry("train", "tuned-conv-2-0", "m3", "h3", "old"),
         entry("train", "iwae-simple_mlp-2-0", "m4", "h4", "old"),  # its recipe then in `recipes`
+        entry("train", "study-residual-1-2", "m5", "h5", "old"),
     ]
     after = [
         entry("train", "study-conv-2-0", "m1", "h1", "new"),  # rerun, the same bytes
         entry("train_subset", "iwae-deep_mlp-2-0", "m9", "h9", "new"),  # rerun, another model
         entry("train", "tuned-conv-2-0", "m3", "h3", "old"),  # not yet rerun
         entry("train_subset", "iwae-simple_mlp-2-0", "m4", "h4", "new"),  # moved to subset_recipes: matched by run
+        entry("train", "study-residual-1-2", "m6", "h6", "new"),  # blew up on both sides, to other figures
     ]
     git("init", "-q", cwd=tmp_path)
     (tmp_path / "metrics").mkdir()
     (tmp_path / "dvc.lock").write_text(LOCK.format(entries="".join(before)))
-    # metrics/runs/ is not in git: each run's figures are its seed's in the committed comparison.json
-    (tmp_path / "metrics" / "comparison.json").write_text(
-        comparison({"study-conv-2-0": (140.0, 4.5), "iwae-deep_mlp-2-0": (150.0, 3.0), "tuned-conv-2-0": (139.0, 5.0)})
+    # metrics/runs/ is not in git: the earlier commit's figures are each run's seed's in its comparison.json
+    stale = comparison(
+        {
+            "study-conv-2-0": (140.0, 4.5),
+            "iwae-deep_mlp-2-0": (150.0, 3.0),
+            "tuned-conv-2-0": (139.0, 5.0),
+            "study-residual-1-2": (3.2e29, 3.2e29),
+        }
     )
+    (tmp_path / "metrics" / "comparison.json").write_text(stale)
     git("add", "-A", cwd=tmp_path)
     git("commit", "-qm", "before", cwd=tmp_path)
+    # In the middle of a rerun compare has not run: the workspace's comparison.json is still the earlier one,
+    # and the rerun runs' own figures are in metrics/runs/, as dvc.lock records them.
+    runs = tmp_path / "metrics" / "runs"
+    runs.mkdir()
+    new = {
+        "study-conv-2-0": run_json(140.0, 4.5),
+        "iwae-deep_mlp-2-0": run_json(151.5, 2.0),
+        "study-residual-1-2": run_json(3.1e29, 3.1e29, diverged=True),
+    }
+    for run, text in new.items():
+        (runs / f"{run}.json").write_text(text)
+    # a file not the one dvc.lock records (left by another checkout of the workspace) is no figure
+    (runs / "iwae-simple_mlp-2-0.json").write_text(run_json(1.0, 1.0))
+    after += [
+        evaluate("evaluate", "study-conv-2-0", new["study-conv-2-0"]),
+        evaluate("evaluate_subset", "iwae-deep_mlp-2-0", new["iwae-deep_mlp-2-0"]),
+        evaluate("evaluate_subset", "iwae-simple_mlp-2-0", run_json(2.0, 2.0)),
+        evaluate("evaluate", "study-residual-1-2", new["study-residual-1-2"]),
+    ]
     (tmp_path / "dvc.lock").write_text(LOCK.format(entries="".join(after)))
-    (tmp_path / "metrics" / "comparison.json").write_text(
-        comparison({"study-conv-2-0": (140.0, 4.5), "iwae-deep_mlp-2-0": (151.5, 2.0), "tuned-conv-2-0": (139.0, 5.0)})
-    )
     monkeypatch.setattr(rerun_diff, "ROOT", tmp_path)
     monkeypatch.setattr(sys, "argv", ["rerun_diff.py", "HEAD"])
     assert rerun_diff.main() == 0
@@ -63,9 +98,12 @@ def test_every_train_stage_of_both_groups_is_compared_and_summed_up(tmp_path, mo
     assert "iwae-deep_mlp-2-0 DIFFERS DIFFERS 150.0000 151.5000 1.5000" in out
     assert "study-conv-2-0 same same 140.0000 140.0000 0.0000" in out
     assert "iwae-simple_mlp-2-0 same same ? ? ?" in out  # no figures on either side: none made up
-    summary = "3 runs rerun (1 not yet): 2 models and 2 histories byte-identical; only before: 0, only after: 0"
+    assert re.search(r"^study-residual-1-2 DIFFERS DIFFERS \S+ \S+ \S+ diverged$", out, re.M)
+    assert not re.search(r"^study-conv-2-0 .* diverged$", out, re.M)
+    assert "1 runs diverged in the rerun: left out of the largest differences" in out
+    summary = "4 runs rerun (1 not yet): 2 models and 2 histories byte-identical; only before: 0, only after: 0"
     assert summary in out
-    # per column: the identical models' largest difference, and every rerun run's
+    # per column: the identical models' largest difference, and every rerun run's but the diverged one
     assert "total 0.0000 1.5000" in out and "kl 0.0000 1.0000" in out
 
 

@@ -5,14 +5,17 @@
 For each run in both dvc.locks: whether the model and the history are byte-identical (their md5s in
 dvc.lock), and the difference in test -ELBO. Then, for every metric column, the largest difference over the
 runs with an identical model (the evaluation's own change: 0 where it changed nothing) and over all of them.
-Each run's figures are its seed's in metrics/comparison.json (`per_seed`): the earlier commit's from git,
-this checkout's from the workspace (compare writes it; metrics/runs/ is not in git). Runs only one side has
-are counted.
+The earlier commit's figures are each run's seed's in its metrics/comparison.json (`per_seed`; metrics/runs/
+is not in git). This checkout's are the run's own metrics/runs/RUN.json in the workspace, where its md5 is the
+one dvc.lock records for it: compare rewrites comparison.json only at a study's end, so in the middle of a
+rerun it still holds the earlier runs' figures, which would read as a difference of 0. A run whose file is
+missing or not the one dvc.lock records shows `?`. Runs only one side has are counted.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -56,6 +59,22 @@ def figures(text: str | None) -> dict[str, dict[str, float | None]]:
     return runs
 
 
+def run_figures(lock_text: str, run: str) -> dict[str, float | None]:
+    """{column: value} of the run's metrics/runs/RUN.json in the workspace, if it is the file dvc.lock's
+    evaluate stage (of either group) records; {} otherwise."""
+    path = f"metrics/runs/{run}.json"
+    stages = YAML(typ="safe").load(lock_text)["stages"]
+    recorded = {
+        o["path"]: o["md5"]
+        for s in (f"evaluate@{run}", f"evaluate_subset@{run}")
+        for o in stages.get(s, {}).get("outs", [])
+    }.get(path)
+    file = ROOT / path
+    if recorded is None or not file.exists() or hashlib.md5(file.read_bytes()).hexdigest() != recorded:
+        return {}
+    return json.loads(file.read_text())
+
+
 def largest(diffs: list[dict[str, float]]) -> dict[str, float]:
     """{column: the largest |difference| over the runs}."""
     cols = dict.fromkeys(c for d in diffs for c in d)
@@ -77,10 +96,8 @@ def main() -> int:
     not_rerun = {r for r in common if old_stages[before[r]] == new_stages[after[r]]}
     both = sorted(common - not_rerun)
     old_figures = figures(git_show(args.rev, "metrics/comparison.json"))
-    path = ROOT / "metrics" / "comparison.json"
-    new_figures = figures(path.read_text() if path.exists() else None)
     print(f"{'run':28} {'model':9} {'history':9} {'test -ELBO before':>18} {'after':>9} {'diff':>8}")
-    same_model = same_history = 0
+    same_model = same_history = diverged = 0
     diffs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
     for run in both:
         old, new = outputs(before_lock, before[run]), outputs(after_lock, after[run])
@@ -88,20 +105,32 @@ def main() -> int:
         history = old.get(f"metrics/history/{run}.csv") == new.get(f"metrics/history/{run}.csv")
         same_model += model
         same_history += history
-        f0, f1 = old_figures.get(run, {}), new_figures.get(run, {})
-        # a column both sides have, finite on both (a diverged run's null figures are not compared)
-        d = {c: b - a for c, a in f0.items() if a is not None and (b := f1.get(c)) is not None}
-        diffs[model].append(d)
+        f0, f1 = old_figures.get(run, {}), run_figures(after_lock, run)
+        # a column both sides have, finite on both (a diverged run's null figures are not compared); flags
+        # (true/false) are no figures
+        d = {
+            c: b - a
+            for c, a in f0.items()
+            if a is not None and (b := f1.get(c)) is not None and not isinstance(b, bool)
+        }
+        # A run that blew up in the rerun differs by whatever its blown-up figures are (1e24 for one that diverged
+        # on both sides): that says nothing of the others, so it is named, not summed up.
+        blown = f1.get("diverged") is True
+        diverged += blown
+        if not blown:
+            diffs[model].append(d)
         t0, t1 = f0.get("total"), f1.get("total")
         print(
             f"{run:28} {'same' if model else 'DIFFERS':9} {'same' if history else 'DIFFERS':9} "
-            f"{cell(t0, 18)} {cell(t1, 9)} {cell(d.get('total'), 8)}"
+            f"{cell(t0, 18)} {cell(t1, 9)} {cell(d.get('total'), 8)}{'  diverged' if blown else ''}"
         )
     print(
         f"\n{len(both)} runs rerun ({len(not_rerun)} not yet): {same_model} models and {same_history} histories "
         f"byte-identical; only before: {len(before.keys() - after.keys())}, only after: {len(after.keys() - before.keys())}"
     )
     same, every = largest(diffs[True]), largest(diffs[True] + diffs[False])
+    if diverged:
+        print(f"{diverged} runs diverged in the rerun: left out of the largest differences")
     print(f"\n{'largest |difference|':22} {'identical models':>17} {'all rerun':>10}")
     for col in every:
         print(f"{col:22} {cell(same.get(col), 17)} {cell(every[col], 10)}")
