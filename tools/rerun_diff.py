@@ -33,7 +33,11 @@ def git_show(rev: str, path: str) -> str | None:
 
 def outputs(lock_text: str, stage: str) -> dict[str, str]:
     """{path: md5} of one train@RUN (or train_subset@RUN) stage's outputs."""
-    stages = YAML(typ="safe").load(lock_text)["stages"]
+    return outs(YAML(typ="safe").load(lock_text)["stages"], stage)
+
+
+def outs(stages: dict, stage: str) -> dict[str, str]:
+    """{path: md5} of one stage's outputs, from a parsed dvc.lock's stages."""
     return {o["path"]: o["md5"] for o in stages.get(stage, {}).get("outs", [])}
 
 
@@ -59,16 +63,11 @@ def figures(text: str | None) -> dict[str, dict[str, float | None]]:
     return runs
 
 
-def run_figures(lock_text: str, run: str) -> dict[str, float | None]:
+def run_figures(stages: dict, run: str) -> dict[str, float | None]:
     """{column: value} of the run's metrics/runs/RUN.json in the workspace, if it is the file dvc.lock's
-    evaluate stage (of either group) records; {} otherwise."""
+    evaluate stage (of either group) records; {} otherwise. `stages`: the parsed dvc.lock's."""
     path = f"metrics/runs/{run}.json"
-    stages = YAML(typ="safe").load(lock_text)["stages"]
-    recorded = {
-        o["path"]: o["md5"]
-        for s in (f"evaluate@{run}", f"evaluate_subset@{run}")
-        for o in stages.get(s, {}).get("outs", [])
-    }.get(path)
+    recorded = {**outs(stages, f"evaluate@{run}"), **outs(stages, f"evaluate_subset@{run}")}.get(path)
     file = ROOT / path
     if recorded is None or not file.exists() or hashlib.md5(file.read_bytes()).hexdigest() != recorded:
         return {}
@@ -105,7 +104,7 @@ def main() -> int:
         history = old.get(f"metrics/history/{run}.csv") == new.get(f"metrics/history/{run}.csv")
         same_model += model
         same_history += history
-        f0, f1 = old_figures.get(run, {}), run_figures(after_lock, run)
+        f0, f1 = old_figures.get(run, {}), run_figures(new_stages, run)
         # a column both sides have, finite on both (a diverged run's null figures are not compared); flags
         # (true/false) are no figures
         d = {
