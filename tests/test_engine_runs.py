@@ -126,3 +126,32 @@ def test_each_run_records_the_kind_of_cpu_its_bytes_depend_on():
     assert engine_worker.cpu(cpuinfo("fpu sse2 avx fma avx2")).endswith(", avx2")
     assert engine_worker.cpu(cpuinfo("fpu sse2")).endswith(", sse2")
     assert engine_worker.cpu().count(",") >= 2  # this machine's, read from /proc/cpuinfo
+
+
+def started(path: str, name: str) -> None:
+    with open(path, "a") as f:
+        f.write(name + "\n")
+    time.sleep(1)
+
+
+def test_runs_start_longest_first_whatever_task_groups_their_keys_fall_into(tmp_path):
+    """Dask queues a task group larger than twice the cluster's threads and sends a smaller one to workers
+    at once, ahead of the queue: runs submitted all at once with priorities start out of order."""
+    # Ten runs, longest first: eight of one recipe and family (one task group), then two of another.
+    todo = [f"study-conv-{z}-{seed}" for z in (1, 2) for seed in range(4)] + [
+        "iwae-davidson_mlp-1-0",
+        "iwae-davidson_mlp-1-1",
+    ]
+    log = str(tmp_path / "started")
+    client, cluster = engine_cluster.connect(Namespace(scheduler=None, workers=2, dashboard=False, gpus_per_run=0))
+    try:
+        client.run(started, str(tmp_path / "warm"), "warm")  # each worker has imported this module: none starts late
+        submit_one = lambda run: study.submit(client, started, log, run, key=f"run-{run}")  # noqa: E731
+        finished = list(study.handed_out(todo, submit_one, lambda: study.slots(client, 0)))
+        assert len(finished) == len(todo) and all(f.status == "finished" for f in finished)
+    finally:
+        client.close()
+        cluster.close()
+    order = Path(log).read_text().split()
+    # Two run at a time, so two neighbours may start in either order; no run starts further ahead.
+    assert sorted(order) == sorted(todo) and all(abs(order.index(run) - i) <= 1 for i, run in enumerate(todo)), order

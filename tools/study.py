@@ -9,7 +9,7 @@ What happens, in order (docs/cluster.md has the cluster recipes):
    bad param or an unreachable mirror stops the study before anything is trained; then
    `dvc pull` of every run dvc.lock records that the remote holds (a study committed part by part).
 2. A snapshot of the checkout's tracked files (uncommitted edits included) goes to every
-   worker as a git bundle. One Dask task per run, longest first: in a workspace of the
+   worker as a git bundle. One Dask task per run, longest first, handed out as workers free: in a workspace of the
    worker's own, `dvc repro --pull -s check download train@RUN evaluate@RUN`
    (train_subset@RUN evaluate_subset@RUN for a subset recipe's run), then
    `dvc push --run-cache` (tools/engine_worker.py).
@@ -41,6 +41,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +79,34 @@ def submit(client, fn, *args, **kwargs):
     """One task, never retried: a run that raised failed by its own code and would fail again, so it is
     reported at once. A run whose worker died is rerun by the scheduler (allowed-failures, engine_cluster)."""
     return client.submit(fn, *args, pure=False, **kwargs)
+
+
+def slots(client, gpus_per_run: float | None) -> int:
+    """How many runs the cluster computes at once now (workers may come and go): one per worker thread,
+    or per `gpus_per_run` of a worker's GPU resource where runs take GPUs."""
+    workers = client.scheduler_info()["workers"].values()
+    if gpus_per_run:
+        return sum(min(w["nthreads"], int(w.get("resources", {}).get("GPU", 0) // gpus_per_run)) for w in workers)
+    return sum(w["nthreads"] for w in workers)
+
+
+def handed_out(items, submit_one, slots) -> Iterator:
+    """Each finished future of `submit_one(item)`, the items handed out in their order as slots free.
+
+    Not all at once with priorities: Dask's queue is not strictly by priority (a task group of at most
+    twice the cluster's threads skips it and goes to a worker at once, and runs' keys fall into groups by
+    recipe and family), and a long run started late costs the study's wall time. A signal (STOP) ends it."""
+    from distributed import wait
+
+    queue, pending = list(items), set[object]()
+    while (queue or pending) and not STOP.is_set():
+        while queue and len(pending) < max(1, slots()):
+            pending.add(submit_one(queue.pop(0)))
+        try:
+            ready, pending = wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            continue
+        yield from ready
 
 
 def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[dict], dict[str, str]]:
@@ -130,13 +159,14 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
         # The calibration may have costed a family it had no figure for: longest first, by its cost.
         todo = sorted(todo, key=lambda t: -engine_plan.minutes(t[0], params, cost))
         workers = len(client.scheduler_info()["workers"])
-        at_once = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())  # a run per worker thread
+        at_once = slots(client, args.gpus_per_run)
         t0 = time.monotonic()
         started = utc_now()
         data = client.scatter(bundle, broadcast=True)
-        for i, (run, stages) in enumerate(todo):
-            if STOP.is_set():
-                break
+        say(f"{len(todo)} runs on {workers} workers ({client.scheduler.address})")
+
+        def submit_run(item):
+            run, stages = item
             future = submit(
                 client,
                 run_task,
@@ -146,20 +176,13 @@ def compute(todo, args, snapshot, bundle, params, headline: str) -> tuple[list[d
                 data,
                 args.threads,
                 key=f"run-{run}",
-                priority=len(todo) - i,
                 resources={"GPU": args.gpus_per_run} if args.gpus_per_run else None,
             )
             futures[future] = run
-        else:
-            say(f"{len(todo)} runs on {workers} workers ({client.scheduler.address})")
-        pending = set(futures)
-        while pending and not STOP.is_set():
-            try:
-                ready, pending = wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                continue
-            for future in ready:
-                finished(future, futures[future])
+            return future
+
+        for future in handed_out(todo, submit_run, lambda: slots(client, args.gpus_per_run)):
+            finished(future, futures[future])
         if STOP.is_set():
             say("interrupted: stopping every run and waiting for its DVC processes to exit")
             stop.set()
